@@ -1,0 +1,9 @@
+"""Ignite handlers and output transforms for distillation training."""
+
+from __future__ import annotations
+
+from monai_kd.handlers.metrics_writer import MetricsJSONWriter
+from monai_kd.handlers.output_transforms import from_engine_stacked
+from monai_kd.handlers.weight_averaging import WeightAveraging
+
+__all__ = ["MetricsJSONWriter", "WeightAveraging", "from_engine_stacked"]

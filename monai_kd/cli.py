@@ -2,6 +2,7 @@
 
 Examples::
 
+    monai-kd run bundles/kd                           # train all stages, evaluate on test, export the student
     monai-kd train bundles/kd                         # teacher, student alone, distilled student
     monai-kd train bundles/kd --stage student --max_epochs 5
     monai-kd evaluate bundles/kd                      # test metrics of every trained model
@@ -24,12 +25,14 @@ from monai_kd.bundle_utils import BundleError, bundle_file, input_shape, verify_
 STAGES = {"all": "run", "teacher": "run_teacher", "student_alone": "run_student_alone", "student": "run_student"}
 
 
-def _common(bundle: str) -> dict[str, Any]:
+def _common(bundle: str, override: dict[str, Any]) -> dict[str, Any]:
+    """Arguments every ``monai.bundle`` call gets: metadata, logging config, ``bundle_root`` and the overrides."""
     logging_file = os.path.join(bundle, "configs", "logging.conf")
     return {
         "meta_file": bundle_file(bundle, "configs/metadata.json"),
         "logging_file": logging_file if os.path.isfile(logging_file) else None,
         "bundle_root": bundle,
+        **override,
     }
 
 
@@ -45,7 +48,7 @@ def train(bundle: str, stage: str = "all", **override: Any) -> None:
 
     if stage not in STAGES:
         raise BundleError(f"unknown stage '{stage}'; choose one of {sorted(STAGES)}.")
-    run(STAGES[stage], config_file=bundle_file(bundle, "configs/train.json"), **_common(bundle), **override)
+    run(STAGES[stage], config_file=bundle_file(bundle, "configs/train.json"), **_common(bundle, override))
 
 
 def evaluate(bundle: str, **override: Any) -> None:
@@ -58,14 +61,16 @@ def evaluate(bundle: str, **override: Any) -> None:
     from monai.bundle import run
 
     configs = [bundle_file(bundle, "configs/train.json"), bundle_file(bundle, "configs/evaluate.json")]
-    run("run", config_file=configs, **_common(bundle), **override)
-    output_dir = override.get("output_dir", os.path.join(bundle, "eval"))
+    run("run", config_file=configs, **_common(bundle, override))
+    output_dir = override.get("output_dir", os.path.join(override.get("bundle_root", bundle), "eval"))
     with open(os.path.join(output_dir, "metrics.json")) as f:
         metrics = json.load(f)
     print(json.dumps(metrics, indent=2))
 
 
-def export(bundle: str, onnx: bool = True, ckpt_file: str | None = None, **override: Any) -> None:
+def export(
+    bundle: str, onnx: bool = True, ckpt_file: str | None = None, output_dir: str | None = None, **override: Any
+) -> None:
     """Export the bundle's student (``network_def`` of ``inference.json``) to TorchScript and ONNX.
 
     Writes ``models/model.ts`` (with the bundle's metadata and inference config embedded, as ``ckpt_export``
@@ -74,7 +79,9 @@ def export(bundle: str, onnx: bool = True, ckpt_file: str | None = None, **overr
     Args:
         bundle: bundle folder.
         onnx: also export ONNX.
-        ckpt_file: weights to export; default ``models/model.pt``.
+        ckpt_file: weights to export (a plain state dict, as ``CheckpointSaver`` writes for one object);
+            default ``models/model.pt``.
+        output_dir: where to write ``model.ts`` / ``model.onnx``; default the bundle's ``models/``.
         override: config overrides.
     """
     from monai.bundle import ckpt_export, onnx_export
@@ -86,15 +93,18 @@ def export(bundle: str, onnx: bool = True, ckpt_file: str | None = None, **overr
         "ckpt_file": ckpt,
         "meta_file": bundle_file(bundle, "configs/metadata.json"),
         "config_file": bundle_file(bundle, "configs/inference.json"),
-        "key_in_ckpt": "model",
         "input_shape": shape,
         "bundle_root": bundle,
+        **override,
     }
-    written = [os.path.join(bundle, "models", "model.ts")]
-    ckpt_export(filepath=written[0], use_trace=True, **common, **override)
+    out = output_dir or os.path.join(bundle, "models")
+    os.makedirs(out, exist_ok=True)
+    written = [os.path.join(out, "model.ts")]
+    ckpt_export(filepath=written[0], use_trace=True, **common)
     if onnx:
-        written.append(os.path.join(bundle, "models", "model.onnx"))
-        onnx_export(filepath=written[1], use_trace=True, **common, **override)
+        written.append(os.path.join(out, "model.onnx"))
+        dynamic = {"input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
+        onnx_export(filepath=written[1], use_trace=True, converter_kwargs=dynamic, **common)
     for path in written:
         print(path)
 
@@ -120,6 +130,22 @@ def results(bundle: str, key: str = "model") -> None:
               f"  auc {row['auc'][0]:.4f} ± {row['auc'][1]:.4f}")
 
 
+def pipeline(bundle: str, **override: Any) -> None:
+    """Train every stage, evaluate every model on the test split, then export the student.
+
+    Leaves ``models/model.pt`` (student), ``models/model.ts`` and ``models/model.onnx`` (exports),
+    ``models/teacher.pt``, ``models/student_alone.pt`` and ``eval/metrics.json`` under ``bundle_root``.
+
+    Args:
+        bundle: bundle folder.
+        override: config overrides shared by all steps, e.g. ``--bundle_root DIR --dataset_dir DIR``.
+    """
+    train(bundle, stage="all", **override)
+    evaluate(bundle, **override)
+    root = override.get("bundle_root", bundle)
+    export(bundle, ckpt_file=os.path.join(root, "models", "model.pt"), output_dir=os.path.join(root, "models"))
+
+
 def verify(bundle: str) -> None:
     """Check ``configs/metadata.json`` against monai_kd's schema (offline)."""
     verify_metadata(bundle)
@@ -131,10 +157,20 @@ def main() -> None:
     import fire
 
     try:
-        fire.Fire({"train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
-    except (BundleError, FileNotFoundError) as e:
-        print(f"monai-kd: error: {e}", file=sys.stderr)
+        fire.Fire({"run": pipeline, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
+    except Exception as e:  # report the root cause in one line; MONAI wraps config errors in RuntimeErrors
+        cause = root_cause(e)
+        if not isinstance(cause, (BundleError, FileNotFoundError, ValueError, KeyError)):
+            raise
+        print(f"monai-kd: error: {type(cause).__name__}: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain (``raise ... from ...`` or implicit context)."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return error
 
 
 if __name__ == "__main__":

@@ -17,3 +17,18 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"real data folder not found: {DATA}")
     return DATA
+
+
+@pytest.fixture(scope="session")
+def pneumonia_pngs(tmp_path_factory, data_dir) -> Path:
+    """Eight real PneumoniaMNIST test images written as PNG files (4 normal, 4 pneumonia), as a user would have."""
+    import numpy as np
+    from PIL import Image
+
+    archive = np.load(data_dir / "pneumoniamnist" / "pneumoniamnist.npz")
+    images, labels = archive["test_images"], archive["test_labels"].reshape(-1)
+    folder = tmp_path_factory.mktemp("png")
+    for label in (0, 1):
+        for i in np.flatnonzero(labels == label)[:4]:
+            Image.fromarray(images[i]).save(folder / f"test{i:03d}_label{label}.png")
+    return folder

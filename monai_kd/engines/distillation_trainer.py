@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
-from monai.utils import optional_import
 from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 
+from monai_kd.engines.steps import optimisation_step, prepare_inputs
 from monai_kd.networks.feature_tap import FeatureTap
 from monai_kd.networks.wrappers import unwrap_module
-
-if TYPE_CHECKING:
-    from ignite.engine import Engine
-else:
-    Engine, _ = optional_import("ignite.engine", name="Engine")
 
 TEACHER_PRED = "teacher_pred"
 TEACHER_WEIGHTS = "teacher_weights"
@@ -106,18 +101,12 @@ class DistillationTrainer(SupervisedTrainer):
 
     def _iteration(self, engine: DistillationTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         """One distillation step: teachers forward, student forward, loss, backward, optimizer step."""
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        inputs, targets = batch[0], batch[1]
-        args, kwargs = (batch[2], batch[3]) if len(batch) == 4 else ((), {})
+        inputs, targets, args, kwargs = prepare_inputs(engine, batchdata)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         teacher_outputs, teacher_features = engine.teacher_forward(inputs, *args, **kwargs)
-
         engine.network.train()
-        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
-        use_amp = engine.amp and engine.scaler is not None
-        with torch.autocast("cuda", enabled=use_amp, **(engine.amp_kwargs if use_amp else {})):
+
+        def compute_loss() -> torch.Tensor:
             if engine.student_tap is not None:
                 engine.student_tap.clear()
             pred = engine.inferer(inputs, engine.network, *args, **kwargs)
@@ -125,22 +114,18 @@ class DistillationTrainer(SupervisedTrainer):
             engine.state.output[TEACHER_PRED] = torch.stack([t.detach() for t in teacher_outputs], dim=1)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             student_features = engine.student_tap.features if engine.student_tap is not None else {}
-            loss = engine.loss_function(pred, targets, teacher_outputs, student_features, teacher_features).mean()
-        engine.state.output[Keys.LOSS] = loss
-        for name, value in getattr(engine.loss_function, "last_terms", {}).items():
-            engine.state.output[LOSS_TERM_PREFIX + name] = value
-        weights = getattr(getattr(engine.loss_function, "kd_loss", None), "last_weights", None)
-        if weights is not None:
-            engine.state.output[TEACHER_WEIGHTS] = weights
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        if use_amp:
-            engine.scaler.scale(loss).backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.scaler.step(engine.optimizer)
-            engine.scaler.update()
-        else:
-            loss.backward()
-            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-            engine.optimizer.step()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+            loss = engine.loss_function(pred, targets, teacher_outputs, student_features, teacher_features)
+            record_loss_terms(engine, engine.loss_function)
+            return loss
+
+        optimisation_step(engine, compute_loss)
         return engine.state.output
+
+
+def record_loss_terms(engine: Any, loss_function: nn.Module) -> None:
+    """Copy a loss's ``last_terms`` (as ``loss_<name>`` floats) and its KD term's ``last_weights`` into the output."""
+    for name, value in getattr(loss_function, "last_terms", {}).items():
+        engine.state.output[LOSS_TERM_PREFIX + name] = value
+    weights = getattr(getattr(loss_function, "kd_loss", None), "last_weights", None)
+    if weights is not None:
+        engine.state.output[TEACHER_WEIGHTS] = weights

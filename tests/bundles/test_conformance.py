@@ -13,7 +13,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow, verify_net_in_out
 from monai_kd import cli
 from monai_kd.bundle_utils import input_shape, verify_metadata
 
-from conftest import BUNDLES, REPO
+from conftest import BUNDLES
 
 REQUIRED_FILES = [
     "configs/train.json",

@@ -1,0 +1,65 @@
+"""The parts of a training iteration every monai_kd trainer shares.
+
+MONAI's ``SupervisedTrainer._iteration`` keeps batch preparation and the optimisation step inline; the
+distillation trainers need their own forward passes (teachers, several students, unlabelled batches) but
+the same step around them. These two functions are that step, so each trainer's ``_iteration`` only says
+what is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils.enums import CommonKeys as Keys
+
+
+def prepare_inputs(engine: SupervisedTrainer, batchdata: Any) -> tuple[Any, Any, tuple, dict]:
+    """Move a batch to the engine's device with its ``prepare_batch``; return ``(inputs, targets, args, kwargs)``.
+
+    Raises:
+        ValueError: ``batchdata`` is ``None``.
+    """
+    if batchdata is None:
+        raise ValueError("Must provide batch data for current iteration.")
+    batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+    if len(batch) == 2:
+        return batch[0], batch[1], (), {}
+    return batch[0], batch[1], batch[2], batch[3]
+
+
+def optimisation_step(engine: SupervisedTrainer, compute_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """Zero the gradients, compute the loss (under autocast with AMP), back-propagate and step the optimizer.
+
+    ``compute_loss`` runs the forward passes, stores predictions in ``engine.state.output`` and fires
+    ``FORWARD_COMPLETED``; this function stores the loss under ``Keys.LOSS`` and fires ``LOSS_COMPLETED``,
+    ``BACKWARD_COMPLETED`` and ``MODEL_COMPLETED`` in MONAI's order, so MONAI handlers behave as with
+    ``SupervisedTrainer``.
+
+    Args:
+        engine: the trainer (its ``optimizer``, ``amp``, ``scaler`` and ``optim_set_to_none`` are used).
+        compute_loss: callable returning the scalar loss of this iteration.
+
+    Returns:
+        the loss tensor.
+    """
+    engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+    use_amp = bool(engine.amp and engine.scaler is not None)
+    with torch.autocast("cuda", enabled=use_amp, **(engine.amp_kwargs if use_amp else {})):
+        loss = compute_loss().mean()
+    engine.state.output[Keys.LOSS] = loss
+    engine.fire_event(IterationEvents.LOSS_COMPLETED)
+    if use_amp:
+        engine.scaler.scale(loss).backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.scaler.step(engine.optimizer)
+        engine.scaler.update()
+    else:
+        loss.backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.optimizer.step()
+    engine.fire_event(IterationEvents.MODEL_COMPLETED)
+    return loss

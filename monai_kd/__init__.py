@@ -3,15 +3,17 @@
 Subpackages:
     losses: distillation objectives (logit KD, feature KD, mutual learning, multi-teacher KD, composite loss).
     networks: feature taps, teacher weighting strategies, checkpoint loading.
-    engines: trainers built on MONAI's ``SupervisedTrainer``.
-    handlers: Ignite handlers (weight averaging, ...).
+    engines: trainers built on MONAI's ``SupervisedTrainer`` (distillation, multi-student, semi-supervised, DANN).
+    handlers: Ignite handlers (weight averaging, teacher loading, statistics, fidelity/CKA reports, ...).
+    inferers: student-ensemble inference.
+    metrics: fidelity and linear CKA.
     data: MedMNIST ``.npz`` and datalist JSON loaders with seeded splits.
 """
 
 from __future__ import annotations
 
-from monai_kd import data, engines, handlers, losses, networks
+from monai_kd import data, engines, handlers, inferers, losses, metrics, networks
 
 __version__ = "0.1.0"
 
-__all__ = ["data", "engines", "handlers", "losses", "networks", "__version__"]
+__all__ = ["data", "engines", "handlers", "inferers", "losses", "metrics", "networks", "__version__"]

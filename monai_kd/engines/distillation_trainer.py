@@ -124,8 +124,9 @@ class DistillationTrainer(SupervisedTrainer):
 
 def record_loss_terms(engine: Any, loss_function: nn.Module) -> None:
     """Copy a loss's ``last_terms`` (as ``loss_<name>`` floats) and its KD term's ``last_weights`` into the output."""
-    for name, value in getattr(loss_function, "last_terms", {}).items():
+    terms = getattr(loss_function, "last_terms", {})
+    for name, value in terms.items():
         engine.state.output[LOSS_TERM_PREFIX + name] = value
     weights = getattr(getattr(loss_function, "kd_loss", None), "last_weights", None)
-    if weights is not None:
+    if weights is not None and "kd" in terms:  # weights of this iteration only
         engine.state.output[TEACHER_WEIGHTS] = weights

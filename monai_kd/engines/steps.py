@@ -8,12 +8,13 @@ what is computed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
+from monai.utils import convert_to_dst_type, convert_to_tensor
 from monai.utils.enums import CommonKeys as Keys
 
 
@@ -63,3 +64,50 @@ def optimisation_step(engine: SupervisedTrainer, compute_loss: Callable[[], torc
         engine.optimizer.step()
     engine.fire_event(IterationEvents.MODEL_COMPLETED)
     return loss
+
+
+class BatchCycler:
+    """Draw batches from a second loader alongside the engine's own, restarting it whenever it is exhausted.
+
+    Used by trainers that pair every batch of ``train_data_loader`` with a batch of another loader (unlabelled
+    target data) whose length may differ. The iterator persists across epochs.
+
+    Args:
+        loader: any iterable of batches (e.g. a ``DataLoader``), or ``None``.
+    """
+
+    def __init__(self, loader: Iterable | None) -> None:
+        self.loader = loader
+        self.restarts = 0
+        self._iterator: Iterator | None = None
+
+    def next(self) -> Any | None:
+        """Next batch; ``None`` if there is no loader or it yields nothing even right after a restart."""
+        if self.loader is None:
+            return None
+        if self._iterator is None:
+            self._iterator = iter(self.loader)
+        try:
+            return next(self._iterator)
+        except StopIteration:
+            self._iterator = iter(self.loader)
+            self.restarts += 1
+        try:
+            return next(self._iterator)
+        except StopIteration:  # an empty loader
+            self._iterator = None
+            return None
+
+
+def cat_batches(batches: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Concatenate batches along dim 0 as a plain tensor.
+
+    MONAI ``MetaTensor`` batches carry per-item metadata; the concatenation of two of them cannot be sliced back
+    into its parts, so the network runs on plain tensors and :func:`like_input` restores the metadata.
+    """
+    return torch.cat([convert_to_tensor(b, track_meta=False) for b in batches])
+
+
+def like_input(pred: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """``pred`` with the metadata of ``inputs`` when it is a ``MetaTensor`` (as a plain forward pass would give)."""
+    return convert_to_dst_type(pred, inputs, dtype=pred.dtype)[0]

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from monai_kd.handlers.distillation_stats import DistillationStatsHandler
+from monai_kd.handlers.fidelity_cka import FidelityCKAHandler
 from monai_kd.handlers.metrics_writer import MetricsJSONWriter
 from monai_kd.handlers.output_transforms import from_engine_stacked
 from monai_kd.handlers.pretrained_loader import PretrainedLoader
 from monai_kd.handlers.weight_averaging import WeightAveraging
 
-__all__ = ["MetricsJSONWriter", "PretrainedLoader", "WeightAveraging", "from_engine_stacked"]
+__all__ = [
+    "DistillationStatsHandler",
+    "FidelityCKAHandler",
+    "MetricsJSONWriter",
+    "PretrainedLoader",
+    "WeightAveraging",
+    "from_engine_stacked",
+]

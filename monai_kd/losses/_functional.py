@@ -37,6 +37,26 @@ def tempered_softmax(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return F.softmax(logits.float() / temperature, dim=1)
 
 
+def fuse_probabilities(
+    teacher_logits: torch.Tensor, weights: torch.Tensor | None, temperature: float = 1.0
+) -> torch.Tensor:
+    """Per-instance weighted mixture of the teachers' softened predictions, ``sum_k w_k(x) p_k^tau(x)``.
+
+    Args:
+        teacher_logits: stacked teacher logits ``(K, B, C[, *spatial])``.
+        weights: ``(B, K)`` per-instance teacher weights; ``None`` means uniform.
+        temperature: softening temperature ``tau``.
+
+    Returns:
+        fused probabilities ``(B, C[, *spatial])``.
+    """
+    probs = tempered_softmax(teacher_logits.flatten(0, 1), temperature).view_as(teacher_logits)
+    if weights is None:
+        return probs.mean(dim=0)
+    expand = weights.t().reshape(*weights.t().shape, *([1] * (teacher_logits.dim() - 2)))
+    return (expand * probs).sum(dim=0)
+
+
 def check_temperature(temperature: float) -> float:
     """Return ``temperature`` as float, raising a clear error if it is not positive."""
     if not temperature > 0:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
-from monai_kd.losses._functional import check_temperature, reduce, soft_kl, tempered_softmax
+from monai_kd.losses._functional import check_temperature, fuse_probabilities, reduce, soft_kl
 from monai_kd.networks.teacher_weighting import UniformWeighting
 
 
@@ -56,7 +56,5 @@ class MultiTeacherKDLoss(_Loss):
         if weights.shape != (input.shape[0], len(target)):
             raise ValueError(f"teacher weighting returned shape {tuple(weights.shape)}, expected (B, K).")
         self.last_weights = weights.detach()
-        probs = tempered_softmax(teacher_logits.flatten(0, 1), self.temperature).view_as(teacher_logits)
-        expand = weights.t().reshape(*weights.t().shape, *([1] * (teacher_logits.dim() - 2)))
-        fused = (expand * probs).sum(dim=0)
+        fused = fuse_probabilities(teacher_logits, weights, self.temperature)
         return reduce(soft_kl(fused, input, self.temperature), self.reduction)

@@ -1,10 +1,25 @@
-"""Modules that wrap or extend models: feature taps, connectors, teacher weighting, checkpoint loading."""
+"""Modules that wrap or extend models: feature taps, teacher weighting, gradient reversal, checkpoint loading."""
 
 from __future__ import annotations
 
+from monai_kd.networks.domain_adversarial import DomainAdversarialNetwork
 from monai_kd.networks.feature_tap import FeatureTap
-from monai_kd.networks.pretrained import load_pretrained
+from monai_kd.networks.gradient_reversal import GradientReversal, dann_coefficient
+from monai_kd.networks.learned_gate import LearnedGateWeighting
+from monai_kd.networks.pretrained import CheckpointMismatchError, load_pretrained
 from monai_kd.networks.teacher_weighting import ConfidenceWeighting, TeacherWeighting, UniformWeighting
 from monai_kd.networks.wrappers import unwrap_module
 
-__all__ = ["FeatureTap", "load_pretrained", "TeacherWeighting", "UniformWeighting", "ConfidenceWeighting", "unwrap_module"]
+__all__ = [
+    "CheckpointMismatchError",
+    "ConfidenceWeighting",
+    "DomainAdversarialNetwork",
+    "FeatureTap",
+    "GradientReversal",
+    "LearnedGateWeighting",
+    "TeacherWeighting",
+    "UniformWeighting",
+    "dann_coefficient",
+    "load_pretrained",
+    "unwrap_module",
+]

@@ -7,12 +7,28 @@
 - :func:`datalist_split`: train/val/test items of a Decathlon-style datalist JSON
   (NIfTI files or DICOM folders), explicit or seeded partition.
 - :func:`image_datalist`: image files in a folder, for inference.
+- :func:`brats_slice_datalist` / :func:`brats_volume_datalist`: BraTS axial slices ("tumour present" label and
+  whole-tumour mask) or volumes per contrast, split by patient, with labelled/unlabelled roles.
+- :func:`shifted_medmnist_datalist`: MedMNIST under named acquisition shifts (:data:`DOMAINS`), disjoint per domain.
 """
 
 from __future__ import annotations
 
+from .brats_slices import BRATS_CONTRASTS, brats_slice_datalist, brats_volume_datalist
 from .datalist import datalist_split
+from .domain_shift import DOMAINS, AcquisitionShift, domain_partition, shifted_medmnist_datalist
 from .images import image_datalist
 from .medmnist import medmnist_datalist
 
-__all__ = ["datalist_split", "image_datalist", "medmnist_datalist"]
+__all__ = [
+    "BRATS_CONTRASTS",
+    "DOMAINS",
+    "AcquisitionShift",
+    "brats_slice_datalist",
+    "brats_volume_datalist",
+    "datalist_split",
+    "domain_partition",
+    "image_datalist",
+    "medmnist_datalist",
+    "shifted_medmnist_datalist",
+]

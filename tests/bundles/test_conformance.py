@@ -13,7 +13,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow, verify_net_in_out
 from monai_kd import cli
 from monai_kd.bundle_utils import input_shape, verify_metadata
 
-from conftest import BUNDLES
+from conftest import BUNDLES, REPO
 
 REQUIRED_FILES = [
     "configs/train.json",
@@ -66,10 +66,9 @@ def test_metadata_schema_rejects_incomplete_metadata(bundle, tmp_path):
         verify_metadata(tmp_path)
 
 
-def test_train_workflow_properties(bundle, tmp_path, data_dir):
-    workflow = ConfigWorkflow(
-        workflow_type="train", bundle_root=str(tmp_path), dataset_dir=str(data_dir / "breastmnist"), **_configs(bundle, "train.json")
-    )
+def test_train_workflow_properties(bundle, tmp_path, data_dir, monkeypatch):
+    monkeypatch.chdir(REPO)  # default dataset_dir values are relative to the repository root
+    workflow = ConfigWorkflow(workflow_type="train", bundle_root=str(tmp_path), **_configs(bundle, "train.json"))
     workflow.initialize()
     assert workflow.check_properties() == []
     assert isinstance(workflow.max_epochs, int) and workflow.max_epochs > 0

@@ -9,6 +9,7 @@ Examples::
     monai-kd export bundles/kd                        # models/model.ts (TorchScript) and models/model.onnx
     monai-kd results bundles/kd                       # summary of docs/results.json
     monai-kd verify bundles/kd                        # metadata against the shipped schema
+    monai-kd infer-dicom --bundle bundles/kd --input DICOM_DIR --output OUT_DIR [--modality CT] [--nifti]
 """
 
 from __future__ import annotations
@@ -146,6 +147,44 @@ def pipeline(bundle: str, **override: Any) -> None:
     export(bundle, ckpt_file=os.path.join(root, "models", "model.pt"), output_dir=os.path.join(root, "models"))
 
 
+def infer_dicom(
+    bundle: str,
+    input: str,
+    output: str,
+    modality: str | None = None,
+    description: str | None = None,
+    series_uid: str | None = None,
+    nifti: bool = False,
+    ckpt_file: str | None = None,
+    device: str = "cpu",
+) -> None:
+    """Run a bundle's student on a DICOM series (or a NIfTI file) and write DICOM SEG / SR outputs.
+
+    Segmentation bundles write ``OUT/<SeriesInstanceUID>.seg.dcm`` (plus ``.seg.nii.gz`` with ``--nifti``);
+    classification bundles write a Comprehensive SR ``.sr.dcm`` and a ``.classification.json`` summary.
+    Outputs are written atomically, never into the input, and carry new UIDs.
+
+    Args:
+        bundle: bundle folder.
+        input: folder with one or more DICOM series, a multi-frame DICOM file, or a NIfTI file.
+        output: output folder (must not be inside ``input``).
+        modality: select the series by Modality (e.g. ``CT``).
+        description: select by a case-insensitive substring of SeriesDescription.
+        series_uid: select by SeriesInstanceUID (quote it on the command line).
+        nifti: also write the segmentation as NIfTI.
+        ckpt_file: student weights; default ``BUNDLE/models/model.pt``.
+        device: ``cpu`` or ``cuda:N``.
+    """
+    from monai_kd.dicom_inference import infer_dicom as _infer
+
+    written = _infer(
+        bundle, input, output, modality=modality, description=description, series_uid=series_uid,
+        nifti=nifti, ckpt_file=ckpt_file, device=device,
+    )
+    for path in written:
+        print(path)
+
+
 def verify(bundle: str) -> None:
     """Check ``configs/metadata.json`` against monai_kd's schema (offline)."""
     verify_metadata(bundle)
@@ -157,7 +196,7 @@ def main() -> None:
     import fire
 
     try:
-        fire.Fire({"run": pipeline, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
+        fire.Fire({"run": pipeline, "infer-dicom": infer_dicom, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
     except Exception as e:  # report the root cause in one line; MONAI wraps config errors in RuntimeErrors
         cause = root_cause(e)
         if not isinstance(cause, (BundleError, FileNotFoundError, ValueError, KeyError)):

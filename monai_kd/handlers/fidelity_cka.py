@@ -15,7 +15,8 @@ from monai.inferers import Inferer, SimpleInferer
 from monai.utils import optional_import
 from torch import nn
 
-from monai_kd.metrics.cka import cka_matrix, save_cka_heatmap, write_atomically
+from monai_kd.io.atomic import atomic_paths
+from monai_kd.metrics.cka import cka_matrix, save_cka_heatmap
 from monai_kd.metrics.fidelity import FidelityMetric
 from monai_kd.networks.feature_tap import FeatureTap
 from monai_kd.networks.wrappers import unwrap_module
@@ -165,10 +166,8 @@ class FidelityCKAHandler:
             "cka": [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()],  # NaN is not valid JSON
             "heatmap": os.path.basename(png) if self.heatmap else None,
         }
-        write_atomically(
-            os.path.join(self.output_dir, f"{self.name}_fidelity_cka.json"),
-            lambda tmp: _dump_json(result, tmp),
-        )
+        with atomic_paths(os.path.join(self.output_dir, f"{self.name}_fidelity_cka.json")) as (tmp,):
+            _dump_json(result, tmp)
         self.last_result = result
         return result
 

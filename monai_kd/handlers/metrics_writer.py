@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import TYPE_CHECKING
 
 from monai.utils import optional_import
+
+from monai_kd.io.atomic import atomic_paths
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -45,9 +46,5 @@ class MetricsJSONWriter:
             with open(self.filepath) as f:
                 content = json.load(f)
         content[self.name] = {**{k: float(v) for k, v in engine.state.metrics.items()}, **self.extra}
-        folder = os.path.dirname(os.path.abspath(self.filepath))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
+        with atomic_paths(self.filepath) as (tmp,), open(tmp, "w") as f:
             json.dump(content, f, indent=2)
-        os.replace(tmp, self.filepath)

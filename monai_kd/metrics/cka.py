@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 from monai.utils import optional_import
+
+from monai_kd.io.atomic import atomic_paths
 
 
 def _normalised_gram(x: torch.Tensor) -> torch.Tensor:
@@ -66,33 +67,6 @@ def cka_matrix(features_a: Mapping[str, torch.Tensor], features_b: Mapping[str, 
     return torch.stack([torch.stack([(ga * gb).sum() for gb in grams_b]) for ga in grams_a])
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[str], None]) -> str:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path``, then rename it to ``path``.
-
-    Readers never see a half-written file; the temporary file is removed if ``write`` fails.
-
-    Args:
-        path: final file path; its folder is created if needed.
-        write: function writing the complete file at the path it is given.
-
-    Returns:
-        ``path`` as a string.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp" + os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
 def save_cka_heatmap(
     matrix: torch.Tensor | np.ndarray | Sequence[Sequence[float]],
     row_names: Sequence[str],
@@ -141,4 +115,6 @@ def save_cka_heatmap(
             ax.text(j, i, "nan" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=7,
                     color="white" if v <= 0.6 else "black")
     fig.colorbar(image, ax=ax, label="linear CKA")
-    return write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    with atomic_paths(path) as (tmp,):
+        fig.savefig(tmp, format="png")
+    return os.fspath(path)

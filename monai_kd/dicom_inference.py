@@ -1,0 +1,417 @@
+# Copyright (c) MONAI KD contributors.
+# Licensed under the Apache License, Version 2.0.
+"""Run a bundle's student on a DICOM series (or a NIfTI volume) and write standard outputs.
+
+``monai-kd infer-dicom --bundle BUNDLE_DIR --input IN --output OUT_DIR [--modality CT] [--description TEXT]
+[--series_uid UID] [--nifti] [--ckpt_file FILE] [--device cpu]``
+
+The task comes from the bundle's metadata, ``network_data_format.outputs.pred.format``: ``classes`` or
+``probabilities`` -> classification, ``labels`` or ``segmentation`` -> segmentation. The bundle's own
+``inference.json`` does the work through :class:`monai.bundle.ConfigParser`: its ``preprocessing`` (whose
+``LoadImaged`` gets a :class:`~monai_kd.io.dicom_series.DicomSeriesReader` registered, so DICOM input is
+loaded as MONAI's readers would, RAS affine; NIfTI input gets a plain :class:`~monai.data.NibabelReader`, so
+loader options meant for another reader do not break it), ``network_def`` with the weights of ``models/model.pt`` (or
+``ckpt_file``), ``inferer`` and ``postprocessing`` (``SaveImage(d)`` transforms are dropped: outputs are
+written here).
+
+Outputs in ``OUT_DIR``, named after the source series UID (DICOM) or the file name (NIfTI):
+
+============== ================================================ ====================================
+task           DICOM input                                      NIfTI input
+============== ================================================ ====================================
+segmentation   ``<uid>.seg.dcm`` DICOM SEG (+ ``<uid>.seg.nii.gz`` ``<name>.seg.nii.gz``
+               with ``--nifti``)
+classification ``<uid>.sr.dcm`` Comprehensive SR +              ``<name>.classification.json``
+               ``<uid>.classification.json``
+============== ================================================ ====================================
+
+A volume given to a 2D classification network is classified on its middle slice (index ``slices // 2`` in
+increasing position along the slice normal); the SR and the JSON name that slice. A 2D segmentation network
+on a volume (slice-by-slice inference) and a 3D network on a 2D image are refused. Segmentation predictions
+are argmax-ed if they have several channels and brought back to the input grid with MONAI's ``Invertd`` when
+the bundle's postprocessing did not do it.
+
+All outputs of a run are written to temporary files and renamed into place together (nothing partial is left
+on error), never inside the input folder nor over an input file; DICOM outputs carry new UIDs. Bad input is
+reported with :class:`~monai_kd.io.dicom_series.DicomInputError`, :class:`~monai_kd.io.atomic.OutputPathError`
+or :class:`~monai_kd.bundle_utils.BundleError` (all ``ValueError``), or ``FileNotFoundError``, before any
+output is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import NibabelReader
+
+from monai_kd.bundle_utils import BundleError, bundle_file
+from monai_kd.io.atomic import atomic_paths, check_output_dir
+from monai_kd.io.dicom_series import DicomInputError, DicomSeries, DicomSeriesReader, load_dicom_series
+
+__all__ = ["TASKS", "bundle_task", "infer_dicom"]
+
+TASKS = {
+    "classes": "classification",
+    "probabilities": "classification",
+    "labels": "segmentation",
+    "segmentation": "segmentation",
+}
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+SLICE_KEY = "slice_index"  # data key of the slice a 2D network classified
+
+
+def _metadata(bundle: str) -> dict:
+    """The bundle's ``configs/metadata.json``."""
+    with open(bundle_file(bundle, "configs/metadata.json")) as f:
+        return json.load(f)
+
+
+def bundle_task(meta: dict) -> str:
+    """``"classification"`` or ``"segmentation"``, from ``network_data_format.outputs.pred.format``.
+
+    Args:
+        meta: a bundle's metadata.
+
+    Returns:
+        The task.
+
+    Raises:
+        BundleError: When the metadata has no ``pred`` output or its format is unknown.
+    """
+    try:
+        fmt = meta["network_data_format"]["outputs"]["pred"]["format"]
+    except (KeyError, TypeError) as e:
+        raise BundleError("metadata has no network_data_format.outputs.pred.format.") from e
+    if fmt not in TASKS:
+        raise BundleError(f"output format '{fmt}' is neither classification nor segmentation; known: {sorted(TASKS)}.")
+    return TASKS[fmt]
+
+
+def _channel_def(meta: dict) -> dict[str, str]:
+    """``channel_def`` of the ``pred`` output (empty if absent)."""
+    return dict(meta["network_data_format"]["outputs"]["pred"].get("channel_def", {}))
+
+
+def _input_spec(meta: dict) -> tuple[str, int]:
+    """Key and spatial rank of the network's first input."""
+    key, spec = next(iter(meta["network_data_format"]["inputs"].items()))
+    return key, len(spec.get("spatial_shape", [0, 0, 0]))
+
+
+def _is_nifti(path: str) -> bool:
+    """Whether ``path`` names a NIfTI file."""
+    return os.path.isfile(path) and path.lower().endswith(NIFTI_SUFFIXES)
+
+
+def _parser(bundle: str, device: torch.device) -> Any:
+    """A :class:`monai.bundle.ConfigParser` of the bundle's ``inference.json`` and metadata."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(bundle_file(bundle, "configs/inference.json"))
+    parser.read_meta(bundle_file(bundle, "configs/metadata.json"))
+    parser["bundle_root"] = bundle
+    parser["device"] = device
+    for key in ("preprocessing", "network_def", "inferer"):
+        if key not in parser:
+            raise BundleError(f"bundle '{bundle}': configs/inference.json has no '{key}'.")
+    return parser
+
+
+def _loader_index(preprocessing: Any) -> int:
+    """Position of the ``LoadImaged`` transform in the bundle's preprocessing."""
+    from monai.transforms import LoadImaged
+
+    for index, transform in enumerate(getattr(preprocessing, "transforms", ())):
+        if isinstance(transform, LoadImaged):
+            return index
+    raise BundleError("the bundle's preprocessing has no top-level LoadImaged transform to load the input with.")
+
+
+def _network(parser: Any, bundle: str, ckpt_file: str | None, device: torch.device) -> torch.nn.Module:
+    """The bundle's ``network_def`` with trained weights, in eval mode on ``device``."""
+    ckpt = ckpt_file or os.path.join(bundle, "models", "model.pt")
+    if not os.path.isfile(ckpt):
+        raise BundleError(
+            f"no weights: '{ckpt}' does not exist; train the bundle (monai-kd train) or pass --ckpt_file."
+        )
+    network = parser.get_parsed_content("network_def")
+    state = torch.load(ckpt, map_location=device, weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):  # {"model": state_dict} checkpoints
+        state = state["model"]
+    try:
+        network.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise BundleError(f"weights in '{ckpt}' do not fit the bundle's network_def: {e}") from e
+    return network.to(device).eval()
+
+
+def _postprocessing(parser: Any) -> Any:
+    """The bundle's ``postprocessing`` without ``SaveImage(d)`` (outputs are written by :func:`infer_dicom`)."""
+    from monai.transforms import Compose, SaveImage, SaveImaged
+
+    if "postprocessing" not in parser:
+        return None
+    post = parser.get_parsed_content("postprocessing")
+    transforms = post.flatten().transforms if isinstance(post, Compose) else [post]
+    return Compose([t for t in transforms if not isinstance(t, (SaveImage, SaveImaged))])
+
+
+def _middle_slice(image: Any) -> tuple[Any, int]:
+    """The middle slice (last spatial axis) of a channel-first 3D image, with its affine updated."""
+    from monai.transforms import SpatialCrop, SqueezeDim
+
+    depth = int(image.shape[-1])
+    index = depth // 2
+    cropped = SpatialCrop(roi_start=(0, 0, index), roi_end=(*image.shape[1:3], index + 1))(image)
+    return SqueezeDim(dim=-1)(cropped), index
+
+
+def _load(preprocessing: Any, key: str, input: str, spatial_dims: int, task: str) -> dict:
+    """Run the bundle's preprocessing; a volume for a 2D classification network is cut to its middle slice.
+
+    Returns:
+        The preprocessed data dictionary, with the index of the slice used under :data:`SLICE_KEY` (``None``
+        when the whole image was used).
+    """
+    split = _loader_index(preprocessing) + 1
+    try:
+        data = preprocessing({key: input}, end=split)
+    except Exception as e:
+        cause = _root_cause(e)
+        if isinstance(cause, (DicomInputError, FileNotFoundError)):
+            raise cause from None
+        raise DicomInputError(f"cannot read '{input}': {type(cause).__name__}: {cause}") from e
+    image = data[key]
+    image_dims = len(image.meta.get("spatial_shape", image.shape[1:]))
+    has_channel = image.ndim == image_dims + 1
+    if image_dims not in (2, 3) or image.ndim not in (image_dims, image_dims + 1):
+        raise DicomInputError(f"'{input}' loads as an image of shape {tuple(image.shape)}; expected 2D or 3D.")
+    index = None
+    if image_dims == 3 and spatial_dims == 2:
+        if task != "classification":
+            raise DicomInputError(
+                f"the bundle's network is 2D but '{input}' is a volume of shape {tuple(image.shape[-3:])}; "
+                "slice-by-slice segmentation is not supported."
+            )
+        sliced, index = _middle_slice(image if has_channel else image.unsqueeze(0))
+        data[key] = sliced if has_channel else sliced[0]
+    elif image_dims == 2 and spatial_dims == 3:
+        raise DicomInputError(
+            f"the bundle's network is 3D but '{input}' is a 2D image of shape {tuple(image.shape[-2:])}."
+        )
+    data[SLICE_KEY] = index
+    return preprocessing(data, start=split)
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception of a chain (MONAI wraps transform errors in RuntimeErrors)."""
+    while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return error
+
+
+def _probabilities(pred: Any, class_names: list[str]) -> np.ndarray:
+    """Class probabilities from the postprocessed prediction (softmax applied if the bundle did not)."""
+    values = np.asarray(
+        pred.detach().cpu().float().numpy() if isinstance(pred, torch.Tensor) else pred, dtype=np.float64
+    )
+    values = values.reshape(-1)
+    if len(values) != len(class_names):
+        raise BundleError(f"the network gives {len(values)} outputs for {len(class_names)} classes {class_names}.")
+    if values.min() < 0 or values.max() > 1 or abs(values.sum() - 1) > 1e-3:
+        warnings.warn("the bundle's postprocessing gives no probabilities; applying softmax.", stacklevel=3)
+        values = np.exp(values - values.max())
+        values /= values.sum()
+    return values
+
+
+def _labels(data: dict, key: str, preprocessing: Any) -> Any:
+    """Label map (1, *spatial) of the prediction on the grid of the loaded input."""
+    from monai.transforms import AsDiscrete, Invertd
+
+    pred = data["pred"]
+    if pred.shape[0] > 1:
+        pred = AsDiscrete(argmax=True)(pred)
+    original = tuple(int(s) for s in data[key].meta.get("spatial_shape", pred.shape[1:]))
+    if tuple(pred.shape[1:]) != original:
+        data = {**data, "pred": pred}
+        pred = Invertd(keys="pred", transform=preprocessing, orig_keys=key, nearest_interp=True)(data)["pred"]
+    if tuple(pred.shape[1:]) != original:
+        raise BundleError(f"prediction of shape {tuple(pred.shape[1:])} cannot be mapped back to the input {original}.")
+    return pred.round().to(torch.int64)
+
+
+def _write_nifti(labels: np.ndarray, affine: np.ndarray, path: str) -> None:
+    """Write a label map with MONAI's :class:`~monai.data.NibabelWriter` (no resampling)."""
+    from monai.data import NibabelWriter
+
+    writer = NibabelWriter(output_dtype=np.uint8 if labels.max(initial=0) < 256 else np.uint16)
+    writer.set_data_array(labels, channel_dim=None)
+    writer.set_metadata({"affine": affine, "original_affine": affine}, resample=False)
+    writer.write(path)
+
+
+def infer_dicom(
+    bundle: str,
+    input: str,
+    output: str,
+    modality: str | None = None,
+    description: str | None = None,
+    series_uid: str | None = None,
+    nifti: bool = False,
+    ckpt_file: str | None = None,
+    device: str = "cpu",
+) -> list[str]:
+    """Run the bundle's student on a DICOM series or a NIfTI file and write SEG/NIfTI or SR/JSON outputs.
+
+    Args:
+        bundle: bundle folder, e.g. ``bundles/kd``.
+        input: folder of DICOM series, a DICOM file (single image or multi-frame), or a ``.nii``/``.nii.gz`` file.
+        output: output folder (created if missing; must not be the input folder or inside it).
+        modality: select the DICOM series of this modality, e.g. ``CT``.
+        description: select the DICOM series whose description contains this text (case-insensitive).
+        series_uid: select the DICOM series with this Series Instance UID.
+        nifti: for a segmentation of DICOM input, also write the label map as NIfTI.
+        ckpt_file: student weights (a state dict); default ``models/model.pt`` of the bundle.
+        device: torch device, e.g. ``cpu`` or ``cuda:0``.
+
+    Returns:
+        The written paths.
+
+    Raises:
+        FileNotFoundError: When the input does not exist.
+        DicomInputError: When the input cannot be used (see :mod:`monai_kd.io.dicom_series`).
+        OutputPathError: When the output is the input or inside the input folder.
+        BundleError: When the bundle, its weights or its task do not fit.
+    """
+    input, output = os.fspath(input), os.fspath(output)
+    meta = _metadata(bundle)
+    task = bundle_task(meta)
+    if not os.path.exists(input):
+        raise FileNotFoundError(f"input does not exist: '{input}'.")
+    out_dir = check_output_dir(output, input)
+    series: DicomSeries | None = None
+    if _is_nifti(input):
+        if modality or description or series_uid:
+            raise DicomInputError("--modality, --description and --series_uid select DICOM series; the input is NIfTI.")
+    else:
+        series = load_dicom_series(input, modality=modality, description=description, series_uid=series_uid)
+        series.load()  # decode now, so unreadable pixel data is reported before the model is built
+        if task == "segmentation" and not series.is_volume:
+            raise DicomInputError(
+                f"'{input}' has no patient geometry (ImagePositionPatient/ImageOrientationPatient): a DICOM SEG "
+                "cannot reference it validly; convert it to NIfTI to segment it."
+            )
+    torch_device = torch.device(device)
+    parser = _parser(bundle, torch_device)
+    key, spatial_dims = _input_spec(meta)
+    preprocessing = parser.get_parsed_content("preprocessing")
+    loader = preprocessing.transforms[_loader_index(preprocessing)]._loader
+    if series is not None:
+        loader.register(DicomSeriesReader(series=series))
+    else:  # MONAI's NIfTI reader without the loader's kwargs (which may be meant for another reader, e.g. PIL's)
+        loader.register(NibabelReader())
+    data = _load(preprocessing, key, input, spatial_dims, task)
+    network = _network(parser, bundle, ckpt_file, torch_device)
+    inferer = parser.get_parsed_content("inferer")
+    with torch.no_grad():
+        data["pred"] = inferer(data[key][None].to(torch_device), network)[0]
+    post = _postprocessing(parser)
+    if post is not None:
+        data = post(data)
+
+    name = str(meta.get("name") or Path(bundle).resolve().name)
+    stem = series.series_uid if series is not None else Path(input).name.split(".nii")[0]
+    if task == "segmentation":
+        return _write_segmentation(data, key, preprocessing, meta, name, series, out_dir / stem, input, nifti)
+    return _write_classification(data, meta, name, series, out_dir / stem, input)
+
+
+def _write_segmentation(
+    data: dict,
+    key: str,
+    preprocessing: Any,
+    meta: dict,
+    name: str,
+    series: DicomSeries | None,
+    prefix: Path,
+    input: str,
+    nifti: bool,
+) -> list[str]:
+    """Write ``<prefix>.seg.dcm`` (DICOM input; plus ``.seg.nii.gz`` if ``nifti``) or ``<prefix>.seg.nii.gz``."""
+    channel_def = _channel_def(meta)
+    if not channel_def:
+        raise BundleError("segmentation bundle metadata has no outputs.pred.channel_def to name the segments.")
+    labels = _labels(data, key, preprocessing)
+    affine = np.asarray(labels.affine, dtype=np.float64)
+    array = labels[0].cpu().numpy()
+    if series is None:
+        targets = [f"{prefix}.seg.nii.gz"]
+        with atomic_paths(*targets, protect=input) as (temp,):
+            _write_nifti(array, affine, temp)
+        return targets
+    from monai_kd.io.dicom_seg import build_dicom_seg
+
+    version = str(meta.get("version", ""))
+    seg = build_dicom_seg(array, series, channel_def, affine=affine, algorithm_name=name, algorithm_version=version)
+    targets = [f"{prefix}.seg.dcm"] + ([f"{prefix}.seg.nii.gz"] if nifti else [])
+    with atomic_paths(*targets, protect=(input, *series.files)) as temps:
+        seg.save_as(temps[0], enforce_file_format=True)
+        if nifti:
+            _write_nifti(array, affine, temps[1])
+    return targets
+
+
+def _write_classification(
+    data: dict, meta: dict, name: str, series: DicomSeries | None, prefix: Path, input: str
+) -> list[str]:
+    """Write ``<prefix>.classification.json`` and, for DICOM input, ``<prefix>.sr.dcm`` first."""
+    channel_def = _channel_def(meta)
+    n_classes = int(meta["network_data_format"]["outputs"]["pred"].get("num_channels", len(channel_def) or 1))
+    class_names = [channel_def.get(str(i), f"class_{i}") for i in range(n_classes)]
+    probabilities = _probabilities(data["pred"], class_names)
+    slice_index = data.get(SLICE_KEY)
+    version = str(meta.get("version", ""))
+    summary: dict[str, Any] = {
+        "task": "classification",
+        "bundle": name,
+        "bundle_version": version,
+        "input": input,
+        "predicted_class": class_names[int(probabilities.argmax())],
+        "probabilities": {c: float(p) for c, p in zip(class_names, probabilities, strict=True)},
+        "slice_index": slice_index,
+    }
+    targets = [f"{prefix}.classification.json"]
+    sr = None
+    if series is not None:
+        from monai_kd.io.dicom_sr import build_classification_sr
+
+        references = series.reference_datasets()
+        used = series.frames if slice_index is None else [series.frames[slice_index]]
+        summary.update(
+            series_instance_uid=series.series_uid,
+            study_instance_uid=series.study_uid,
+            modality=series.modality,
+            series_description=series.description,
+            source_sop_instance_uids=sorted({str(references[f.instance].SOPInstanceUID) for f in used}),
+            source_frame_numbers=None if used[0].frame is None else [f.frame + 1 for f in used],  # type: ignore[operator]
+            derived_uids=list(series.derived_uids),
+        )
+        sr = build_classification_sr(
+            probabilities, class_names, series, slice_index=slice_index, algorithm_name=name, algorithm_version=version
+        )
+        targets.insert(0, f"{prefix}.sr.dcm")
+    summary["outputs"] = targets
+    with atomic_paths(*targets, protect=(input, *(series.files if series is not None else ()))) as temps:
+        if sr is not None:
+            sr.save_as(temps[0], enforce_file_format=True)
+        with open(temps[-1], "w") as f:
+            json.dump(summary, f, indent=2)
+    return targets

@@ -1,0 +1,99 @@
+"""``infer_dicom`` wiring: the kd classification bundle and a tiny segmentation bundle on real DICOM and NIfTI.
+
+The weights are freshly initialised: these tests check the plumbing (bundle config -> outputs), not results.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from dicom_testdata import KD_BUNDLE, dciodvfy_errors, files_below, pydicom_file, segmentation_bundle
+
+from monai_kd.dicom_inference import bundle_task, infer_dicom
+from monai_kd.io.dicom_seg import read_dicom_seg
+from monai_kd.io.dicom_sr import read_classification_sr
+
+pytest.importorskip("highdicom")
+pytestmark = pytest.mark.filterwarnings("ignore:DICOM series in", "ignore:.*labels.*:FutureWarning")
+
+pytest_plugins = ["dicom_testdata"]  # shared fixtures: real series, checkpoint
+
+
+def test_task_from_metadata():
+    assert bundle_task({"network_data_format": {"outputs": {"pred": {"format": "classes"}}}}) == "classification"
+    assert bundle_task({"network_data_format": {"outputs": {"pred": {"format": "segmentation"}}}}) == "segmentation"
+    with pytest.raises(ValueError, match="neither classification nor segmentation"):
+        bundle_task({"network_data_format": {"outputs": {"pred": {"format": "embedding"}}}})
+
+
+def test_kd_bundle_on_real_ct_series(ct_dir, ct_series, kd_checkpoint, tmp_path):
+    """A 2D classifier on a CT volume classifies the middle slice; SR + JSON reference it."""
+    out = tmp_path / "out"
+    written = infer_dicom(str(KD_BUNDLE), str(ct_dir), str(out), ckpt_file=str(kd_checkpoint))
+    stem = ct_series.series_uid
+    assert written == [str(out / f"{stem}.sr.dcm"), str(out / f"{stem}.classification.json")]
+    assert files_below(out) == sorted(out / name for name in (f"{stem}.sr.dcm", f"{stem}.classification.json"))
+    summary = json.loads((out / f"{stem}.classification.json").read_text())
+    assert summary["slice_index"] == 10 and summary["series_instance_uid"] == stem
+    assert set(summary["probabilities"]) == {"normal", "pneumonia"}
+    assert sum(summary["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    middle = ct_series.reference_datasets()[ct_series.frames[10].instance].SOPInstanceUID
+    assert summary["source_sop_instance_uids"] == [middle]
+    result = read_classification_sr(written[0], ["normal", "pneumonia"])
+    assert result["predicted_class"] == summary["predicted_class"]
+    assert result["probabilities"] == pytest.approx(summary["probabilities"])
+    assert result["series_uid"] == stem and result["source_sop_instance_uids"] == [middle]
+    assert dciodvfy_errors(written[0]) == []
+
+
+def test_kd_bundle_on_single_image_and_nifti(data_dir, kd_checkpoint, tmp_path):
+    """pydicom's one-slice CT (2D path) and a real CT NIfTI volume (JSON only, middle of 30 slices)."""
+    written = infer_dicom(
+        str(KD_BUNDLE), pydicom_file("CT_small.dcm"), str(tmp_path / "a"), ckpt_file=str(kd_checkpoint)
+    )
+    assert [p.rsplit(".", 2)[-2:] for p in written] == [["sr", "dcm"], ["classification", "json"]]
+    assert json.loads(Path(written[1]).read_text())["slice_index"] == 0
+    assert dciodvfy_errors(written[0]) == []
+    nifti = data_dir / "totalsegmentator-examples" / "example_ct_sm.nii.gz"
+    written = infer_dicom(str(KD_BUNDLE), str(nifti), str(tmp_path / "b"), ckpt_file=str(kd_checkpoint))
+    assert written == [str(tmp_path / "b" / "example_ct_sm.classification.json")]
+    summary = json.loads((tmp_path / "b" / "example_ct_sm.classification.json").read_text())
+    assert summary["slice_index"] == 15 and "series_instance_uid" not in summary
+
+
+def test_segmentation_bundle_on_real_ct_series(ct_dir, ct_series, tmp_path):
+    """Bundle preprocessing (Orientation, Spacing) + sliding window + Invertd: SEG and NIfTI on the source grid."""
+    bundle = segmentation_bundle(tmp_path / "bundle")
+    out = tmp_path / "out"
+    written = infer_dicom(str(bundle), str(ct_dir), str(out), modality="CT", nifti=True)
+    stem = ct_series.series_uid
+    assert written == [str(out / f"{stem}.seg.dcm"), str(out / f"{stem}.seg.nii.gz")]
+    assert files_below(out) == sorted(map(type(out), written))
+    assert not (bundle / "eval").exists()  # the bundle's SaveImaged was dropped
+    channel_def = {"0": "background", "1": "liver", "2": "spleen"}
+    labels = read_dicom_seg(written[0], ct_series, channel_def)
+    image = nib.load(written[1])
+    np.testing.assert_array_equal(np.asarray(image.dataobj), labels)
+    np.testing.assert_allclose(image.affine, ct_series.affine, atol=1e-4)
+    seg = pydicom.dcmread(written[0])
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == stem
+    assert int(seg.NumberOfFrames) == 2 * 20
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["liver", "spleen"]
+    assert dciodvfy_errors(written[0]) == []
+
+
+def test_segmentation_bundle_on_nifti(data_dir, tmp_path):
+    """NIfTI in, NIfTI label map out, on the input's grid."""
+    nifti = data_dir / "totalsegmentator-examples" / "example_ct_sm.nii.gz"
+    bundle = segmentation_bundle(tmp_path / "bundle")
+    written = infer_dicom(str(bundle), str(nifti), str(tmp_path / "out"))
+    assert written == [str(tmp_path / "out" / "example_ct_sm.seg.nii.gz")]
+    source, result = nib.load(nifti), nib.load(written[0])
+    assert result.shape == source.shape
+    np.testing.assert_allclose(result.affine, source.affine, atol=1e-4)
+    assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}

@@ -1,0 +1,55 @@
+"""monai-kd commands that need no training: results, verify, and argument errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from monai_kd import cli
+from monai_kd.bundle_utils import BundleError
+
+from conftest import REPO
+
+
+def test_results_prints_mean_and_std_per_model(tmp_path, capsys):
+    bundle = tmp_path / "b"
+    shutil.copytree(REPO / "bundles" / "kd" / "configs", bundle / "configs")
+    (bundle / "docs").mkdir()
+    runs = [
+        {"dataset": "pneumoniamnist", "model": "student_kd", "seed": s, "accuracy": a, "auc": u}
+        for s, a, u in ((0, 0.80, 0.90), (1, 0.90, 0.94), (2, 0.85, 0.92))
+    ]
+    (bundle / "docs" / "results.json").write_text(json.dumps({"runs": runs}))
+    cli.results(str(bundle))
+    line = capsys.readouterr().out.strip()
+    assert "student_kd" in line and "n=3" in line
+    assert "acc 0.8500 ± 0.0500" in line and "auc 0.9200 ± 0.0200" in line
+
+
+def test_verify_and_unknown_stage(capsys):
+    cli.verify(str(REPO / "bundles" / "kd"))
+    assert "metadata verified" in capsys.readouterr().out
+    with pytest.raises(BundleError, match="unknown stage 'teachers'"):
+        cli.train(str(REPO / "bundles" / "kd"), stage="teachers")
+
+
+def test_root_cause_unwraps_monai_runtime_errors():
+    try:
+        try:
+            raise FileNotFoundError("dataset folder does not exist: 'x'")
+        except FileNotFoundError as inner:
+            raise RuntimeError("Failed to evaluate ConfigExpression") from inner
+    except RuntimeError as outer:
+        assert isinstance(cli.root_cause(outer), FileNotFoundError)
+
+
+def test_console_script_help_lists_commands():
+    proc = subprocess.run([sys.executable, "-m", "monai_kd.cli", "--help"], capture_output=True, text=True,
+                          env={"PAGER": "cat", "PATH": "/usr/bin:/bin"})
+    text = proc.stdout + proc.stderr
+    for command in ("run", "train", "evaluate", "export", "results", "verify", "infer-dicom"):
+        assert command in text

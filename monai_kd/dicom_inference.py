@@ -42,7 +42,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +57,7 @@ from monai_kd.bundle_utils import BundleError, bundle_file
 from monai_kd.io.atomic import atomic_paths, check_output_dir
 from monai_kd.io.dicom_series import DicomInputError, DicomSeries, DicomSeriesReader, load_dicom_series
 
-__all__ = ["TASKS", "bundle_task", "infer_dicom"]
+__all__ = ["TASKS", "TIMING_KEYS", "bundle_task", "infer_dicom"]
 
 TASKS = {
     "classes": "classification",
@@ -64,6 +67,20 @@ TASKS = {
 }
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 SLICE_KEY = "slice_index"  # data key of the slice a 2D network classified
+TIMING_KEYS = ("read", "preprocess", "model_load", "inference", "postprocess", "write", "total")
+
+
+@contextmanager
+def _timed(timings: dict | None, key: str) -> Iterator[None]:
+    """Add the wall-clock seconds of the block to ``timings[key]`` (nothing when ``timings`` is ``None``)."""
+    if timings is None:
+        yield
+        return
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - start
 
 
 def _metadata(bundle: str) -> dict:
@@ -173,8 +190,12 @@ def _middle_slice(image: Any) -> tuple[Any, int]:
     return SqueezeDim(dim=-1)(cropped), index
 
 
-def _load(preprocessing: Any, key: str, input: str, spatial_dims: int, task: str) -> dict:
+def _load(
+    preprocessing: Any, key: str, input: str, spatial_dims: int, task: str, timings: dict | None = None
+) -> dict:
     """Run the bundle's preprocessing; a volume for a 2D classification network is cut to its middle slice.
+
+    The loader part is timed as ``read``, the rest as ``preprocess`` (when ``timings`` is given).
 
     Returns:
         The preprocessed data dictionary, with the index of the slice used under :data:`SLICE_KEY` (``None``
@@ -182,7 +203,8 @@ def _load(preprocessing: Any, key: str, input: str, spatial_dims: int, task: str
     """
     split = _loader_index(preprocessing) + 1
     try:
-        data = preprocessing({key: input}, end=split)
+        with _timed(timings, "read"):
+            data = preprocessing({key: input}, end=split)
     except Exception as e:
         cause = _root_cause(e)
         if isinstance(cause, (DicomInputError, FileNotFoundError)):
@@ -207,7 +229,8 @@ def _load(preprocessing: Any, key: str, input: str, spatial_dims: int, task: str
             f"the bundle's network is 3D but '{input}' is a 2D image of shape {tuple(image.shape[-2:])}."
         )
     data[SLICE_KEY] = index
-    return preprocessing(data, start=split)
+    with _timed(timings, "preprocess"):
+        return preprocessing(data, start=split)
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -268,6 +291,7 @@ def infer_dicom(
     nifti: bool = False,
     ckpt_file: str | None = None,
     device: str = "cpu",
+    timings: dict | None = None,
 ) -> list[str]:
     """Run the bundle's student on a DICOM series or a NIfTI file and write SEG/NIfTI or SR/JSON outputs.
 
@@ -281,6 +305,11 @@ def infer_dicom(
         nifti: for a segmentation of DICOM input, also write the label map as NIfTI.
         ckpt_file: student weights (a state dict); default ``models/model.pt`` of the bundle.
         device: torch device, e.g. ``cpu`` or ``cuda:0``.
+        timings: if a dict is given, wall-clock seconds of the stages are added to it (keys
+            :data:`TIMING_KEYS`): ``read`` (series scan, pixel decoding and the bundle's ``LoadImaged``),
+            ``preprocess`` (the rest of the bundle's preprocessing), ``model_load`` (config parsing, network and
+            weights), ``inference`` (the bundle's inferer), ``postprocess`` (the bundle's postprocessing),
+            ``write`` (label map back on the input grid, building and writing the outputs) and ``total``.
 
     Returns:
         The written paths.
@@ -291,6 +320,7 @@ def infer_dicom(
         OutputPathError: When the output is the input or inside the input folder.
         BundleError: When the bundle, its weights or its task do not fit.
     """
+    begin = time.perf_counter()
     input, output = os.fspath(input), os.fspath(output)
     meta = _metadata(bundle)
     task = bundle_task(meta)
@@ -302,36 +332,45 @@ def infer_dicom(
         if modality or description or series_uid:
             raise DicomInputError("--modality, --description and --series_uid select DICOM series; the input is NIfTI.")
     else:
-        series = load_dicom_series(input, modality=modality, description=description, series_uid=series_uid)
-        series.load()  # decode now, so unreadable pixel data is reported before the model is built
+        with _timed(timings, "read"):
+            series = load_dicom_series(input, modality=modality, description=description, series_uid=series_uid)
+            series.load()  # decode now, so unreadable pixel data is reported before the model is built
         if task == "segmentation" and not series.is_volume:
             raise DicomInputError(
                 f"'{input}' has no patient geometry (ImagePositionPatient/ImageOrientationPatient): a DICOM SEG "
                 "cannot reference it validly; convert it to NIfTI to segment it."
             )
     torch_device = torch.device(device)
-    parser = _parser(bundle, torch_device)
-    key, spatial_dims = _input_spec(meta)
-    preprocessing = parser.get_parsed_content("preprocessing")
+    with _timed(timings, "model_load"):
+        parser = _parser(bundle, torch_device)
+        key, spatial_dims = _input_spec(meta)
+        preprocessing = parser.get_parsed_content("preprocessing")
     loader = preprocessing.transforms[_loader_index(preprocessing)]._loader
     if series is not None:
         loader.register(DicomSeriesReader(series=series))
     else:  # MONAI's NIfTI reader without the loader's kwargs (which may be meant for another reader, e.g. PIL's)
         loader.register(NibabelReader())
-    data = _load(preprocessing, key, input, spatial_dims, task)
-    network = _network(parser, bundle, ckpt_file, torch_device)
-    inferer = parser.get_parsed_content("inferer")
-    with torch.no_grad():
+    data = _load(preprocessing, key, input, spatial_dims, task, timings)
+    with _timed(timings, "model_load"):
+        network = _network(parser, bundle, ckpt_file, torch_device)
+        inferer = parser.get_parsed_content("inferer")
+    with _timed(timings, "inference"), torch.no_grad():
         data["pred"] = inferer(data[key][None].to(torch_device), network)[0]
-    post = _postprocessing(parser)
-    if post is not None:
-        data = post(data)
+    with _timed(timings, "postprocess"):
+        post = _postprocessing(parser)
+        if post is not None:
+            data = post(data)
 
     name = str(meta.get("name") or Path(bundle).resolve().name)
     stem = series.series_uid if series is not None else Path(input).name.split(".nii")[0]
-    if task == "segmentation":
-        return _write_segmentation(data, key, preprocessing, meta, name, series, out_dir / stem, input, nifti)
-    return _write_classification(data, meta, name, series, out_dir / stem, input)
+    with _timed(timings, "write"):
+        if task == "segmentation":
+            written = _write_segmentation(data, key, preprocessing, meta, name, series, out_dir / stem, input, nifti)
+        else:
+            written = _write_classification(data, meta, name, series, out_dir / stem, input)
+    if timings is not None:
+        timings["total"] = timings.get("total", 0.0) + time.perf_counter() - begin
+    return written
 
 
 def _write_segmentation(

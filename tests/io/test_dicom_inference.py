@@ -97,3 +97,24 @@ def test_segmentation_bundle_on_nifti(data_dir, tmp_path):
     assert result.shape == source.shape
     np.testing.assert_allclose(result.affine, source.affine, atol=1e-4)
     assert set(np.unique(np.asarray(result.dataobj))) <= {0, 1, 2}
+
+
+def test_timings_of_each_stage(ct_dir, kd_checkpoint, tmp_path):
+    """``timings`` gets wall-clock seconds per stage (DICOM and NIfTI input); without it nothing changes."""
+    from monai_kd.dicom_inference import TIMING_KEYS
+
+    timings: dict = {}
+    written = infer_dicom(str(KD_BUNDLE), str(ct_dir), str(tmp_path / "a"), ckpt_file=str(kd_checkpoint), timings=timings)
+    assert len(written) == 2
+    assert set(timings) == set(TIMING_KEYS)
+    assert all(isinstance(v, float) and v >= 0 for v in timings.values())
+    assert timings["read"] > 0 and timings["inference"] > 0 and timings["write"] > 0
+    stages = sum(v for k, v in timings.items() if k != "total")
+    assert stages <= timings["total"] + 1e-6
+    assert timings["total"] - stages < 0.5 * timings["total"]  # the stages account for most of the run
+
+    seg_timings: dict = {}
+    bundle = segmentation_bundle(tmp_path / "bundle")
+    nifti = ct_dir.parent / "example_ct_sm.nii.gz"
+    infer_dicom(str(bundle), str(nifti), str(tmp_path / "b"), timings=seg_timings)
+    assert set(seg_timings) == set(TIMING_KEYS) and seg_timings["read"] > 0  # NIfTI is read by LoadImaged

@@ -237,7 +237,9 @@ def shifted_medmnist_datalist(
     ``{"image", "label", "index", "domain"}``: ``image`` float32 (C, H, W) in [0, 1] with
     ``DOMAINS[domain]`` applied (``DOMAINS[domain](raw_image, index, seed)``), ``label`` a
     ``numpy.int64`` (-1 for unlabelled items), ``index`` the row in the archive's split,
-    ``domain`` the domain name. Items are in archive order.
+    ``domain`` the domain name. Items are in archive order. For 3D archives (e.g. AdrenalMNIST3D,
+    images ``(C, D, H, W)``) every axial slice of a volume gets the 2D shift, gamma and window act on the
+    whole volume, and the noise is seeded per volume.
 
     ``labelled_fraction`` < 1 draws a seeded, class-stratified labelled subset of the domain's
     part (``max(1, round(labelled_fraction * count))`` images per class); ``role`` returns
@@ -293,7 +295,14 @@ def shifted_medmnist_datalist(
     if len(part) == 0:
         return []
 
-    shifted = DOMAINS[domain](np.stack([items[i]["image"] for i in part.tolist()]), part.tolist(), seed)
+    raw = np.stack([items[i]["image"] for i in part.tolist()])
+    if raw.ndim == 5:  # volumes (N, C, D, H, W): the 2D shift on every axial slice, noise seeded per volume
+        shift = DOMAINS[domain]
+        shifted = np.stack(
+            [shift(v.reshape(1, -1, *v.shape[-2:]), [i], seed).reshape(v.shape) for v, i in zip(raw, part.tolist())]
+        )
+    else:
+        shifted = DOMAINS[domain](raw, part.tolist(), seed)
     return [
         {
             "image": image,

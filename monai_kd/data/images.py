@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Sequence
 
 
-def image_datalist(image_dir: str | os.PathLike, pattern: str = "*.png", key: str = "image") -> list[dict]:
+def image_datalist(image_dir: str | os.PathLike, pattern: str | Sequence[str] = "*.png", key: str = "image") -> list[dict]:
     """List the files in ``image_dir`` matching ``pattern`` as MONAI datalist items ``{key: path}``.
 
     Args:
-        image_dir: folder holding the images (searched recursively when ``pattern`` contains ``**``).
-        pattern: glob pattern relative to ``image_dir``, e.g. ``"*.png"``, ``"**/*.nii.gz"``.
+        image_dir: folder holding the images (searched recursively when a pattern contains ``**``).
+        pattern: glob pattern relative to ``image_dir``, e.g. ``"*.png"``, ``"**/*.nii.gz"``, or several patterns
+            (e.g. ``["*.nii.gz", "*.png"]``): the files matching any of them, each listed once.
         key: dictionary key of each item.
 
     Raises:
@@ -21,7 +23,9 @@ def image_datalist(image_dir: str | os.PathLike, pattern: str = "*.png", key: st
     folder = os.fspath(image_dir)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"image folder does not exist: '{folder}' (set dataset_dir).")
-    files = sorted(f for f in glob.glob(os.path.join(folder, pattern), recursive=True) if os.path.isfile(f))
-    if not files:
-        raise ValueError(f"no file matching '{pattern}' in '{folder}' (set dataset_dir / image_pattern).")
-    return [{key: f} for f in files]
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    found = {f for p in patterns for f in glob.glob(os.path.join(folder, p), recursive=True) if os.path.isfile(f)}
+    if not found:
+        shown = patterns[0] if len(patterns) == 1 else patterns
+        raise ValueError(f"no file matching '{shown}' in '{folder}' (set dataset_dir / image_pattern).")
+    return [{key: f} for f in sorted(found)]

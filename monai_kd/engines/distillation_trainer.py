@@ -110,6 +110,7 @@ class DistillationTrainer(SupervisedTrainer):
             if engine.student_tap is not None:
                 engine.student_tap.clear()
             pred = engine.inferer(inputs, engine.network, *args, **kwargs)
+            check_class_counts(pred, teacher_outputs, engine.teachers)
             engine.state.output[Keys.PRED] = pred
             engine.state.output[TEACHER_PRED] = torch.stack([t.detach() for t in teacher_outputs], dim=1)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
@@ -120,6 +121,28 @@ class DistillationTrainer(SupervisedTrainer):
 
         optimisation_step(engine, compute_loss)
         return engine.state.output
+
+
+def check_class_counts(
+    pred: torch.Tensor, teacher_outputs: Sequence[torch.Tensor], teachers: Sequence[nn.Module]
+) -> None:
+    """Raise a clear error when a teacher's output has another class (channel) count than the student's.
+
+    Args:
+        pred: student output ``(B, C, ...)``.
+        teacher_outputs: one output per teacher.
+        teachers: the teachers, only used in the error message.
+
+    Raises:
+        ValueError: a teacher's class count differs from the student's.
+    """
+    for k, (out, teacher) in enumerate(zip(teacher_outputs, teachers)):
+        if out.dim() > 1 and pred.dim() > 1 and out.shape[1] != pred.shape[1]:
+            raise ValueError(
+                f"teacher {k} ({type(unwrap_module(teacher)).__name__}) predicts {out.shape[1]} classes but the student"
+                f" predicts {pred.shape[1]}: every teacher must predict the student's classes"
+                " (check num_classes / out_channels of the teachers and the student)."
+            )
 
 
 def record_loss_terms(engine: Any, loss_function: nn.Module) -> None:

@@ -45,7 +45,9 @@ class DomainAdversarialTrainer(SupervisedTrainer):
     as in ``SupervisedTrainer``. ``engine.state.output`` holds the source ``image``, ``label``, ``pred`` and the
     total ``loss``, plus the floats ``loss_task``, ``loss_domain``, ``dann_coefficient`` and ``domain_accuracy``
     (accuracy of the domain head; near 0.5 once features are domain-invariant). ``domain_weight=0`` trains the
-    plain classifier on source data (ablation). Use the default ``SimpleInferer``: the domain logits must come
+    plain classifier on source data (ablation): target batches are then not drawn at all, so no target image
+    reaches the network (not even its BatchNorm statistics), and ``loss_domain`` is 0 with no
+    ``domain_accuracy``. Use the default ``SimpleInferer``: the domain logits must come
     from one forward pass over the whole images. Extra network arguments from ``prepare_batch`` are passed
     unchanged.
 
@@ -104,17 +106,30 @@ class DomainAdversarialTrainer(SupervisedTrainer):
     ) -> dict:
         """One DANN step: source + target forward, task + domain loss, backward, optimizer step."""
         inputs, targets, args, kwargs = prepare_inputs(engine, batchdata)
-        target_batch = engine.target_batches.next()
-        if target_batch is None:
-            raise ValueError("target_data_loader yielded no batch.")
-        target_inputs = engine.prepare_batch(target_batch, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        target_inputs = target_inputs[0] if isinstance(target_inputs, (tuple, list)) else target_inputs
-
         net = unwrap_module(engine.network)
         progress = (engine.state.iteration - 1) / max(engine.state.max_epochs * engine.state.epoch_length, 1)
         net.coefficient = dann_coefficient(progress, engine.gamma)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets, DANN_COEFFICIENT: net.coefficient}
         engine.network.train()
+        if engine.domain_weight == 0:  # source-only ablation: the target domain is never seen
+
+            def source_only_loss() -> torch.Tensor:
+                pred = engine.inferer(inputs, engine.network, *args, **kwargs)
+                engine.state.output[Keys.PRED] = pred
+                engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+                task = engine.loss_function(pred, targets).mean()
+                engine.state.output[LOSS_TASK] = float(task.detach())
+                engine.state.output[LOSS_DOMAIN] = 0.0
+                return task
+
+            optimisation_step(engine, source_only_loss)
+            return engine.state.output
+
+        target_batch = engine.target_batches.next()
+        if target_batch is None:
+            raise ValueError("target_data_loader yielded no batch.")
+        target_inputs = engine.prepare_batch(target_batch, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        target_inputs = target_inputs[0] if isinstance(target_inputs, (tuple, list)) else target_inputs
 
         def compute_loss() -> torch.Tensor:
             n_source = inputs.shape[0]

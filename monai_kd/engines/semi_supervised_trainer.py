@@ -10,7 +10,13 @@ from monai.engines.utils import IterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 
-from monai_kd.engines.distillation_trainer import LOSS_TERM_PREFIX, TEACHER_PRED, DistillationTrainer, record_loss_terms
+from monai_kd.engines.distillation_trainer import (
+    LOSS_TERM_PREFIX,
+    TEACHER_PRED,
+    DistillationTrainer,
+    check_class_counts,
+    record_loss_terms,
+)
 from monai_kd.engines.steps import BatchCycler, cat_batches, like_input, optimisation_step, prepare_inputs
 from monai_kd.losses._functional import fuse_probabilities
 from monai_kd.losses.fixmatch import FixMatchLoss
@@ -167,6 +173,7 @@ class SemiSupervisedDistillationTrainer(DistillationTrainer):
             pred_all = engine.inferer(cat_batches(list(views.values())), engine.network, *args, **kwargs)
             pred = dict(zip(views, pred_all.split([v.shape[0] for v in views.values()])))
             pred["labelled"] = like_input(pred["labelled"], inputs)
+            check_class_counts(pred["labelled"], teacher_outputs, engine.teachers)
             engine.state.output[Keys.PRED] = pred["labelled"]
             engine.state.output[TEACHER_PRED] = torch.stack([t.detach() for t in teacher_outputs], dim=1)
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)

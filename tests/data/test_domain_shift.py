@@ -272,3 +272,19 @@ def test_bad_shift_input() -> None:
     with pytest.raises(ValueError) as exc_info:
         DOMAINS["target"](np.zeros((28, 28), np.float32), 0)
     _assert_one_line(exc_info, "(28, 28)")
+
+
+ADRENAL = DATA_ROOT / "adrenalmnist3d"
+
+
+@pytest.mark.skipif(not ADRENAL.is_dir(), reason=f"shared AdrenalMNIST3D data missing: {ADRENAL}")
+def test_3d_volumes_get_the_shift_on_every_axial_slice() -> None:
+    raw = medmnist_datalist(ADRENAL, "val", filename="adrenalmnist3d.npz")
+    items = shifted_medmnist_datalist(ADRENAL, "val", "target", filename="adrenalmnist3d.npz")
+    assert items and items[0]["image"].shape == (1, 28, 28, 28) and items[0]["image"].dtype == np.float32
+    item = items[0]
+    volume = raw[item["index"]]["image"]
+    slices = DOMAINS["target"](volume.reshape(1, 28, 28, 28), [item["index"]], 0).reshape(volume.shape)
+    np.testing.assert_array_equal(item["image"], slices)
+    assert 0.0 <= item["image"].min() and item["image"].max() <= 1.0
+    assert not np.array_equal(item["image"], volume)

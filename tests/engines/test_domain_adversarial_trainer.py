@@ -153,3 +153,37 @@ def test_constructible_from_bundle_config():
     parser = ConfigParser(config, globals={"source": _loader(2, 4), "target": _loader(2, 4, labelled=False)})
     trainer = parser.get_parsed_content("trainer")
     assert trainer.domain_weight == 0.5 and trainer.network.domain_head[0].in_features == 1024
+
+
+def test_zero_domain_weight_never_shows_the_target_domain_to_the_network():
+    """The source-only ablation: no target batch is drawn, so BatchNorm statistics are the source's alone."""
+    torch.manual_seed(0)
+    net = DomainAdversarialNetwork(_resnet(2), "layer4", hidden=8)
+    plain = copy.deepcopy(net.classifier)
+    source = _loader(2, 8)
+
+    class _Untouchable:
+        def __iter__(self):
+            raise AssertionError("the target loader must not be iterated with domain_weight=0")
+
+    trainer = DomainAdversarialTrainer(
+        device="cpu",
+        max_epochs=1,
+        train_data_loader=source,
+        target_data_loader=_Untouchable(),
+        network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.0),
+        loss_function=torch.nn.CrossEntropyLoss(),
+        domain_weight=0.0,
+    )
+    outputs = []
+    trainer.add_event_handler(IterationEvents.MODEL_COMPLETED, lambda e: outputs.append(e.state.output))
+    trainer.run()
+    items = [item for output in outputs for item in output]  # MONAI decollates the output into per-item dicts
+    assert items and all(item["loss_domain"] == 0.0 and "domain_accuracy" not in item for item in items)
+    plain.train()
+    with torch.no_grad():
+        for batch in source:  # the same batches through the plain network: same BatchNorm running statistics
+            plain(batch["image"].as_tensor())
+    assert torch.allclose(net.classifier.bn1.running_mean, plain.bn1.running_mean)
+    assert torch.allclose(net.classifier.bn1.running_var, plain.bn1.running_var)

@@ -184,3 +184,11 @@ def test_constructible_from_bundle_config():
     parser = ConfigParser(config, globals={"labelled": _labelled(), "unlabelled": _unlabelled()})
     trainer = parser.get_parsed_content("trainer")
     assert trainer.fixmatch_loss.threshold == 0.9 and trainer.pseudo_label_source == "student"
+
+
+@pytest.mark.parametrize("weighting", [None, LearnedGateWeighting(num_teachers=2, num_classes=2)], ids=["uniform", "gate"])
+def test_teacher_class_count_mismatch_is_named_before_the_weighting(weighting):
+    trainer = _trainer(_unlabelled(), weighting=weighting)
+    trainer.teachers[1] = ResNet("basic", [1, 1, 1, 1], [4] * 4, spatial_dims=2, n_input_channels=1, num_classes=3)
+    with pytest.raises(ValueError, match=r"teacher 1 \(ResNet\) predicts 3 classes but the student predicts 2"):
+        trainer.run()

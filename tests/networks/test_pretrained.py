@@ -35,3 +35,24 @@ def test_layer_name_mismatch_and_missing_file(tmp_path):
         load_pretrained(_net(), path)
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_pretrained(_net(), tmp_path / "missing.pt")
+
+
+def test_pretrained_loader_fills_several_networks_on_started(tmp_path):
+    from ignite.engine import Engine
+
+    from monai_kd.handlers import PretrainedLoader
+
+    sources = [_net(), _net()]
+    paths = [tmp_path / "teacher_a.pt", tmp_path / "teacher_b.pt"]
+    for net, path in zip(sources, paths):
+        torch.save({"model": net.state_dict()}, path)
+    targets = [_net(), _net()]
+    engine = Engine(lambda e, b: None)
+    engine.state.device = "cpu"
+    PretrainedLoader(targets, paths)(engine)
+    for src, dst in zip(sources, targets):
+        assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    with pytest.raises(ValueError, match="2 networks but 1 checkpoints"):
+        PretrainedLoader(targets, paths[:1])
+    with pytest.raises(FileNotFoundError, match="teacher_c.pt"):
+        PretrainedLoader(targets, [paths[0], tmp_path / "teacher_c.pt"])(engine)

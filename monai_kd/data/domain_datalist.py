@@ -1,0 +1,179 @@
+# Copyright (c) MONAI KD contributors.
+# Licensed under the Apache License, Version 2.0.
+"""Cross-domain datalists (labelled source, labelled target, unlabelled target) from one JSON file.
+
+The JSON lists image files (NIfTI, PNG, or DICOM files / series folders) by role; relative paths are
+resolved against ``base_dir`` (by default the JSON file's folder)::
+
+    {
+        "source":            [{"image": "t1c/case01_z080.nii.gz", "label": 1}, ...],
+        "target_labelled":   [{"image": "flair/case07_z064.nii.gz", "label": 0}, ...],
+        "target_unlabelled": [{"image": "flair/case08_z070.nii.gz"}, ...],
+        "validation":        [{"image": "flair/case09_z050.nii.gz", "label": 1}, ...],  # optional
+        "test":              [{"image": "flair/case10_z090.nii.gz", "label": 0}, ...]   # optional
+    }
+
+``source`` may be replaced or joined by other named source lists (e.g. ``source_a``, ``source_b``) for
+teachers trained on different source domains. ``validation`` and ``test`` hold labelled target-domain
+images; when absent they are drawn from ``target_labelled`` by a seeded partition
+(:func:`monai_kd.data.datalist_split`). Labels are integer class indices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from monai.transforms import LoadImage, Resize
+from monai.utils import convert_to_numpy
+
+from .datalist import datalist_split
+
+__all__ = ["TARGET_ROLES", "domain_datalist"]
+
+#: roles that read target-domain lists; any other role names a source list of the JSON
+TARGET_ROLES = ("target_labelled", "target_unlabelled", "target", "val", "test")
+UNLABELLED = -1  # label of unlabelled items
+
+
+def _labelled_items(items: list[dict], path: str, key: str) -> list[dict]:
+    """Check that every item carries an integer class label and return copies with ``numpy.int64`` labels.
+
+    Args:
+        items: datalist items.
+        path: datalist path, only used in the error message.
+        key: JSON list the items come from, only used in the error message.
+
+    Returns:
+        New item dictionaries with ``label`` as ``numpy.int64``.
+
+    Raises:
+        ValueError: When an item has no label or a label that is not an integer >= 0.
+    """
+    out = []
+    for i, item in enumerate(items):
+        label = item.get("label")
+        valid = isinstance(label, (int, np.integer)) and not isinstance(label, bool) and label >= 0
+        if not valid:
+            raise ValueError(
+                f"Datalist file {path}: item {i} of {key!r} needs an integer class 'label' >= 0, got {label!r}."
+            )
+        out.append({**item, "label": np.int64(label)})
+    return out
+
+
+def _load_images(items: list[dict], spatial_size: Sequence[int] | None, grey: bool) -> list[dict]:
+    """Read every item's image into memory as a float32 channel-first array.
+
+    Args:
+        items: items with an ``image`` path (file or DICOM folder).
+        spatial_size: output spatial size (``Resize``, mode "area"); ``None`` keeps the size.
+        grey: average several channels into one.
+
+    Returns:
+        New items whose ``image`` is the array and ``path`` the original path.
+
+    Raises:
+        ValueError: When an image cannot be read or has more spatial dimensions than ``spatial_size``
+            (other than trailing singleton dimensions).
+    """
+    reader = LoadImage(image_only=True, ensure_channel_first=True)
+    resize = Resize(tuple(spatial_size), mode="area") if spatial_size is not None else None
+    out = []
+    for item in items:
+        path = item["image"]
+        try:
+            image = convert_to_numpy(reader(path), dtype=np.float32)
+        except Exception as exc:  # readers raise many types (ITK, nibabel, PIL, pydicom)
+            reason = " ".join(str(exc).split())
+            raise ValueError(f"Cannot read image {path}: {reason}") from exc
+        if grey and image.shape[0] > 1:
+            image = image.mean(axis=0, keepdims=True)
+        if spatial_size is not None:
+            while image.ndim - 1 > len(spatial_size) and image.shape[-1] == 1:  # e.g. a 2D slice stored as (H, W, 1)
+                image = image[..., 0]
+            if image.ndim - 1 != len(spatial_size):
+                raise ValueError(
+                    f"Image {path} has spatial shape {image.shape[1:]}, expected {len(spatial_size)} dimensions "
+                    f"(spatial_size {tuple(spatial_size)})."
+                )
+            image = convert_to_numpy(resize(image), dtype=np.float32)
+        out.append({**item, "image": image, "path": path})
+    return out
+
+
+def domain_datalist(
+    datalist_file: str | os.PathLike,
+    role: str,
+    spatial_size: Sequence[int] | None = None,
+    base_dir: str | os.PathLike | None = None,
+    ratios: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    load: bool = True,
+    grey: bool = True,
+) -> list[dict]:
+    """Items of one role of a cross-domain datalist JSON (see the module docstring for the format).
+
+    Roles:
+
+    - ``"target_labelled"``, ``"val"``, ``"test"``: the train / validation / test part of the labelled target
+      images (explicit ``validation`` / ``test`` lists, else a seeded ``ratios`` partition of ``target_labelled``);
+    - ``"target_unlabelled"``: every ``target_unlabelled`` image, label -1;
+    - ``"target"``: the labelled target training images and the unlabelled ones, all with label -1 (the
+      unlabelled target-domain data of domain-adversarial teachers);
+    - any other name: that source list of the JSON (e.g. ``"source"``), all its items, labelled.
+
+    With ``load`` (default) every image is read with :class:`monai.transforms.LoadImage` (channel first, several
+    channels averaged into one with ``grey``) and resized to ``spatial_size`` with
+    :class:`monai.transforms.Resize` ("area"), so the items can go through the same in-memory transforms as
+    :func:`monai_kd.data.brats_slice_datalist` items. Keep the lists moderate: every image is held in memory.
+
+    Example::
+
+        from monai_kd.data import domain_datalist
+
+        source = domain_datalist("my_domains.json", "source", spatial_size=(64, 64))
+        target_u = domain_datalist("my_domains.json", "target_unlabelled", spatial_size=(64, 64))
+
+    Args:
+        datalist_file: path of the JSON file.
+        role: one of :data:`TARGET_ROLES` or the name of a source list.
+        spatial_size: spatial size of the loaded images; ``None`` keeps each image's size.
+        base_dir: folder that relative paths are resolved against; default the JSON file's folder.
+        ratios: (train, val, test) proportions used when ``validation`` / ``test`` are not listed explicitly.
+        seed: seed of that partition.
+        load: read the images into memory; ``False`` returns the items with absolute paths.
+        grey: average multi-channel images (e.g. RGB PNG) into one channel.
+
+    Returns:
+        A list of dictionaries with ``image`` (array, or path when ``load`` is False), ``label``
+        (``numpy.int64``, -1 for unlabelled items) and the JSON's other fields (``path`` = the image path).
+
+    Raises:
+        FileNotFoundError: When the JSON file or an image it lists does not exist.
+        ValueError: When the JSON is invalid, the needed list is missing or empty (e.g. an empty
+            ``target_labelled`` or ``target_unlabelled`` list), a labelled item has no integer label, or an
+            image cannot be read.
+    """
+    if not isinstance(role, str) or not role:
+        raise ValueError(f"role must be a non-empty string, got {role!r} for datalist {datalist_file}.")
+    path = os.fspath(datalist_file)
+    everything = (1.0, 0.0, 0.0)
+    if role in ("target_labelled", "val", "test"):
+        split = {"target_labelled": "train", "val": "val", "test": "test"}[role]
+        items = _labelled_items(
+            datalist_split(path, split, base_dir, ratios, seed, key="target_labelled"), path, f"target_labelled/{split}"
+        )
+    elif role == "target_unlabelled":
+        items = [
+            {**i, "label": np.int64(UNLABELLED)}
+            for i in datalist_split(path, "train", base_dir, everything, seed, key=role)
+        ]
+    elif role == "target":
+        labelled = datalist_split(path, "train", base_dir, ratios, seed, key="target_labelled")
+        unlabelled = datalist_split(path, "train", base_dir, everything, seed, key="target_unlabelled")
+        items = [{**i, "label": np.int64(UNLABELLED)} for i in labelled + unlabelled]
+    else:
+        items = _labelled_items(datalist_split(path, "train", base_dir, everything, seed, key=role), path, role)
+    return _load_images(items, spatial_size, grey) if load else items

@@ -1,0 +1,510 @@
+"""Evidence for the EMTKD bundle: every baseline and ablation, paired by seed, on two real cross-domain benchmarks.
+
+Benchmarks (target-domain test split; each a run of ``bundles/emtkd/configs/train.json``, exactly what users run):
+
+- ``brats``: BraTS 2015 sample, slice-level "tumour present", labelled source T1c, target FLAIR with 10% labelled
+  slices and the rest unlabelled; split by patient (the bundle's default);
+- ``pneumonia``: PneumoniaMNIST under seeded acquisition shifts (``monai_kd.data.DOMAINS``), teacher_a on
+  ``source_a``, teacher_b on ``source_b``, target ``target`` with 5% labels (``configs/train_pneumonia.json``).
+
+Methods (``method`` of each record); "DA teachers" are DANN teachers (``dann_weight`` 1), "source-only teachers" the
+same architectures trained with ``dann_weight`` 0 (no target image ever reaches them):
+
+- ``student_alone``: the student on the labelled target images only;
+- ``teacher_direct``: each teacher applied to the target, DA and source-only (extras ``teacher``,
+  ``domain_adaptation``);
+- ``single_teacher_kd``: KD from one source-only teacher (the one with the higher validation AUC), no FixMatch;
+- ``uniform_mtkd``: both source-only teachers, uniform weights, no FixMatch (prior multi-teacher KD);
+- ``camkd``: both source-only teachers, CA-MKD confidence weights, no FixMatch;
+- ``emtkd``: DA teachers, adaptive weights (the kind chosen below), FixMatch;
+- ``emtkd_no_da`` / ``emtkd_no_weighting`` / ``emtkd_no_ssl``: EMTKD with source-only teachers / uniform weights /
+  ``fixmatch_weight`` 0 (the KD term on unlabelled images stays: only the FixMatch term is removed).
+
+Every KD student sees the same labelled and unlabelled target images (KD on both); students of one seed start from
+the same weights and see the same data order.
+
+Rules fixed before looking at any test number:
+
+- every model is the SWA average of the last half of its epochs (no checkpoint picking); all other hyper-parameters
+  are the bundle's defaults (temperature 4, KD weight 1, FixMatch weight 1 and threshold 0.95, DANN weight 1);
+- the one choice, EMTKD's weighting kind (``gate`` or ``confidence``), is made per benchmark on seed 0 by the
+  higher *validation* AUC of the full EMTKD student, ties (difference < 0.002) broken by the lower validation
+  negative log-likelihood; it is then used for ``emtkd``, ``emtkd_no_da`` and ``emtkd_no_ssl`` on every seed;
+- the single teacher of ``single_teacher_kd`` is the source-only teacher with the higher validation AUC (per seed);
+- test metrics are computed once per trained model and never feed back into any choice.
+
+Writes ``bundles/emtkd/docs/results.json`` (``runs``: one record per trained model with ``benchmark``, ``method``,
+``seed``, ``accuracy``, ``auc`` and extras), the Markdown tables (mean ± std over seeds, paired gains) and
+``teacher_weights.png`` (per-instance weights the EMTKD student's weighting gives the teachers on the target test
+images) between the ``<!-- results:begin -->``/``<!-- results:end -->`` markers of ``bundles/emtkd/docs/README.md``.
+Resumable: records already in the results file are skipped, and a stage whose run folder holds ``done.json`` is
+not retrained, so it can run over several sessions. About 4 hours on a 2-core CPU for 3 seeds (more on a shared CPU).
+
+``--quick`` (1 seed, 1 epoch per stage, 3 iterations per epoch) checks the whole pipeline in a few minutes; it writes
+into ``scripts/_work/emtkd_quick/`` (results, a copy of the README and the plot), never into the bundle.
+
+Example::
+
+    python scripts/emtkd_evidence.py --seeds 0 1 2 --benchmarks brats pneumonia
+    python scripts/emtkd_evidence.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.bundle import ConfigParser, run
+from monai.metrics import compute_roc_auc
+
+from monai_kd.networks import load_pretrained
+
+REPO = Path(__file__).resolve().parents[1]
+BUNDLE = REPO / "bundles" / "emtkd"
+CONFIGS = BUNDLE / "configs"
+META = str(CONFIGS / "metadata.json")
+DATA = REPO.parent / "shared" / "data"
+TEACHERS = ("teacher_a", "teacher_b")
+BENCHMARKS: dict[str, dict[str, Any]] = {
+    "brats": {"configs": ["train.json"], "dataset_dir": DATA / "brats2015-sample"},
+    "pneumonia": {"configs": ["train.json", "train_pneumonia.json"], "dataset_dir": DATA / "pneumoniamnist"},
+}
+METHODS = (
+    "student_alone",
+    "teacher_direct",
+    "single_teacher_kd",
+    "uniform_mtkd",
+    "camkd",
+    "emtkd",
+    "emtkd_no_da",
+    "emtkd_no_weighting",
+    "emtkd_no_ssl",
+)
+SELECTION_RULE = (
+    "EMTKD weighting (gate or confidence) chosen on seed 0 by the higher validation AUC of the full EMTKD student, "
+    "ties (< 0.002) broken by the lower validation NLL; single-teacher KD uses the source-only teacher with the "
+    "higher validation AUC"
+)
+WEIGHTING_GRID = ("gate", "confidence")
+QUICK = {"teacher_epochs": 1, "max_epochs": 1, "epoch_length": 3}
+MARK_BEGIN, MARK_END = "<!-- results:begin -->", "<!-- results:end -->"
+
+logger = logging.getLogger("emtkd_evidence")
+
+
+class Evidence:
+    """Trains, evaluates and records every run of the protocol, resuming from earlier sessions.
+
+    Args:
+        work: folder of the run folders (checkpoints, ``done.json`` markers).
+        output: results JSON file (read to resume, rewritten after every record).
+        overrides: config overrides of every run (e.g. the quick mode's epochs).
+    """
+
+    def __init__(self, work: Path, output: Path, overrides: dict[str, Any]) -> None:
+        self.work = work
+        self.output = output
+        self.overrides = overrides
+        self.results: dict[str, Any] = {"runs": [], "selection": {}}
+        if output.is_file():
+            self.results = json.loads(output.read_text())
+            self.results.setdefault("selection", {})
+        self.done = {self._key(r) for r in self.results["runs"]}
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    @staticmethod
+    def _key(record: dict) -> tuple:
+        return (
+            record["benchmark"],
+            record["method"],
+            record["seed"],
+            record.get("teacher"),
+            record.get("domain_adaptation"),
+        )
+
+    def save(self) -> None:
+        """Write the results file (after every record, so an interrupted session loses nothing)."""
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.output.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=2))
+        tmp.replace(self.output)
+
+    def record(self, rec: dict) -> None:
+        """Add one run record unless it is already there."""
+        if self._key(rec) in self.done:
+            return
+        self.results["runs"].append(rec)
+        self.done.add(self._key(rec))
+        logger.info("record %s", {k: v for k, v in rec.items() if not isinstance(v, list)})
+        self.save()
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, benchmark: str, seed: int, run_id: str, name: str, **override: Any) -> Path:
+        """Run ``run_id`` of the bundle into ``work/benchmark/seed<k>/name`` unless it finished before."""
+        root = self.work / benchmark / f"seed{seed}" / name
+        marker = root / "done.json"
+        if marker.is_file():
+            return root
+        if root.exists():  # an interrupted run: its checkpoints may be partial (CheckpointSaver saves on exceptions)
+            shutil.rmtree(root)
+        spec = BENCHMARKS[benchmark]
+        start = time.perf_counter()
+        run(
+            run_id,
+            config_file=[str(CONFIGS / c) for c in spec["configs"]],
+            meta_file=META,
+            bundle_root=str(root),
+            dataset_dir=str(spec["dataset_dir"]),
+            seed=seed,
+            **self.overrides,
+            **override,
+        )
+        seconds = time.perf_counter() - start
+        marker.write_text(json.dumps({"run_id": run_id, "override": override, "seconds": seconds}, default=str))
+        logger.info("%s seed %d %s (%s): %.0f s", benchmark, seed, name, run_id, seconds)
+        return root
+
+    def student(
+        self, benchmark: str, seed: int, teacher_root: Path, teachers: list[str], weighting: str, fixmatch: float
+    ) -> Path:
+        """A KD student from the teachers under ``teacher_root`` (run folder shared by identical configurations)."""
+        name = f"student_{teacher_root.name}_{'+'.join(teachers)}_{weighting}_fm{fixmatch:g}"
+        ckpts = {f"{t}#ckpt": str(teacher_root / "models" / f"{t}.pt") for t in TEACHERS}
+        return self.train(
+            benchmark,
+            seed,
+            "run_student",
+            name,
+            teachers=teachers,
+            weighting=weighting,
+            fixmatch_weight=fixmatch,
+            **ckpts,
+        )
+
+    # ------------------------------------------------------------------ evaluation
+
+    @functools.lru_cache(maxsize=8)
+    def parser(self, benchmark: str, seed: int) -> ConfigParser:
+        """The benchmark's bundle config for ``seed`` (networks, datalists, transforms)."""
+        spec = BENCHMARKS[benchmark]
+        parser = ConfigParser()
+        parser.read_config([str(CONFIGS / c) for c in spec["configs"]])
+        parser["dataset_dir"] = str(spec["dataset_dir"])
+        parser["seed"] = seed
+        parser["bundle_root"] = str(self.work)
+        return parser
+
+    @functools.lru_cache(maxsize=8)
+    def split(self, benchmark: str, seed: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (after the bundle's validation transforms) and labels of the target ``val`` or ``test`` split."""
+        parser = self.parser(benchmark, seed)
+        transform = parser.get_parsed_content("val_transforms")
+        items = [transform(dict(i)) for i in parser.get_parsed_content(f"{split}_datalist")]
+        x = torch.stack([torch.as_tensor(i["image"]).float() for i in items])
+        y = torch.as_tensor(np.array([int(i["label"]) for i in items]))
+        return x, y
+
+    def network(self, benchmark: str, seed: int, key: str, ckpt: Path) -> torch.nn.Module:
+        """A fresh network ``key`` of the config, filled from ``ckpt``, in eval mode on the CPU."""
+        parser = self.parser(benchmark, seed)
+        parser.ref_resolver.remove_resolved_content(key)
+        return load_pretrained(parser.get_parsed_content(key, instantiate=True), ckpt).cpu().eval()
+
+    @staticmethod
+    @torch.no_grad()
+    def logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([net(x[i : i + 256]) for i in range(0, len(x), 256)]).float()
+
+    @staticmethod
+    def scores(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        probs = logits.softmax(dim=1)
+        onehot = torch.nn.functional.one_hot(y, probs.shape[1])
+        return {
+            "accuracy": (probs.argmax(dim=1) == y).float().mean().item(),
+            "auc": float(compute_roc_auc(probs, onehot)),
+            "nll": torch.nn.functional.cross_entropy(logits, y).item(),
+        }
+
+    def evaluate(self, benchmark: str, seed: int, key: str, ckpt: Path) -> dict[str, Any]:
+        """Test metrics plus validation AUC/accuracy/NLL and parameter count of one checkpoint."""
+        net = self.network(benchmark, seed, key, ckpt)
+        out: dict[str, Any] = {}
+        for split in ("test", "val"):
+            x, y = self.split(benchmark, seed, split)
+            s = self.scores(self.logits(net, x), y)
+            out.update(s if split == "test" else {f"val_{k}": v for k, v in s.items()})
+        out["parameters"] = sum(p.numel() for p in net.parameters())
+        return out
+
+    @torch.no_grad()
+    def teacher_weights(
+        self, benchmark: str, seed: int, student_root: Path, teacher_root: Path, teachers: list[str], weighting: str
+    ) -> np.ndarray:
+        """Per-instance teacher weights ``(N, K)`` the student's weighting gives on the target test images.
+
+        The weighting sees the teachers' logits only (as on unlabelled data: no labels), the learned gate with the
+        weights saved by the run (``models/teacher_weighting.pt``).
+        """
+        parser = self.parser(benchmark, seed)
+        parser["teachers"] = list(teachers)
+        parser.ref_resolver.remove_resolved_content("train#weightings")
+        module = parser.get_parsed_content("train#weightings", instantiate=True)[weighting]
+        parser["teachers"] = list(TEACHERS)
+        state = torch.load(student_root / "models" / "teacher_weighting.pt", map_location="cpu", weights_only=True)
+        module.load_state_dict(state.get("weighting", state))
+        module.eval()
+        x, _ = self.split(benchmark, seed, "test")
+        logits = torch.stack(
+            [
+                self.logits(self.network(benchmark, seed, f"{t}#network_def", teacher_root / "models" / f"{t}.pt"), x)
+                for t in teachers
+            ]
+        )
+        return module(logits).numpy()
+
+    # ------------------------------------------------------------------ protocol
+
+    def run_seed(self, benchmark: str, seed: int) -> None:
+        """Train and record every method of the protocol for one benchmark and seed."""
+        base = {"benchmark": benchmark, "seed": seed}
+        da = self.train(benchmark, seed, "run_teachers", "teachers_da")
+        src = self.train(benchmark, seed, "run_teachers", "teachers_src", dann_weight=0.0)
+        teacher_val = {}
+        for root, adapted in ((da, True), (src, False)):
+            for t in TEACHERS:
+                m = self.evaluate(benchmark, seed, f"{t}#network_def", root / "models" / f"{t}.pt")
+                teacher_val[(t, adapted)] = m["val_auc"]
+                self.record({**base, "method": "teacher_direct", **m, "teacher": t, "domain_adaptation": adapted})
+
+        alone = self.train(benchmark, seed, "run_student_alone", "student_alone")
+        self.record(
+            {
+                **base,
+                "method": "student_alone",
+                **self.evaluate(benchmark, seed, "network_def", alone / "models" / "student_alone.pt"),
+            }
+        )
+
+        chosen = self.choose_weighting(benchmark, seed, da)
+        best_src = max(TEACHERS, key=lambda t: teacher_val[(t, False)])
+        plan = {  # method -> (teacher root, teachers, weighting, fixmatch weight)
+            "single_teacher_kd": (src, [best_src], "uniform", 0.0),
+            "uniform_mtkd": (src, list(TEACHERS), "uniform", 0.0),
+            "camkd": (src, list(TEACHERS), "confidence", 0.0),
+            "emtkd": (da, list(TEACHERS), chosen, 1.0),
+            "emtkd_no_da": (src, list(TEACHERS), chosen, 1.0),
+            "emtkd_no_weighting": (da, list(TEACHERS), "uniform", 1.0),
+            "emtkd_no_ssl": (da, list(TEACHERS), chosen, 0.0),
+        }
+        for method, (root, teachers, weighting, fixmatch) in plan.items():
+            key = {"teacher": teachers[0]} if method == "single_teacher_kd" else {}
+            if self._key({**base, "method": method, **key}) in self.done:
+                continue
+            student = self.student(benchmark, seed, root, teachers, weighting, fixmatch)
+            rec = {
+                **base,
+                "method": method,
+                **self.evaluate(benchmark, seed, "network_def", student / "models" / "model.pt"),
+            }
+            rec.update(key, weighting=weighting, fixmatch_weight=fixmatch, domain_adapted_teachers=root is da)
+            if len(teachers) > 1:
+                weights = self.teacher_weights(benchmark, seed, student, root, teachers, weighting)
+                rec["test_teacher_weights"] = weights.mean(axis=0).tolist()
+                if method == "emtkd":
+                    rec["test_teacher_weights_per_instance"] = np.round(weights[:, 0], 4).tolist()
+            self.record(rec)
+
+    def choose_weighting(self, benchmark: str, seed: int, da: Path) -> str:
+        """The EMTKD weighting kind of ``benchmark``: chosen on validation on the first seed, then reused."""
+        selection = self.results["selection"].get(benchmark)
+        if selection and "chosen" in selection:
+            return selection["chosen"]
+        grid = []
+        for weighting in WEIGHTING_GRID:
+            student = self.student(benchmark, seed, da, list(TEACHERS), weighting, 1.0)
+            m = self.evaluate(benchmark, seed, "network_def", student / "models" / "model.pt")
+            grid.append({"weighting": weighting, "val_auc": m["val_auc"], "val_nll": m["val_nll"], "seed": seed})
+        best = grid[0]
+        for g in grid[1:]:
+            if g["val_auc"] > best["val_auc"] + 0.002 or (
+                abs(g["val_auc"] - best["val_auc"]) <= 0.002 and g["val_nll"] < best["val_nll"]
+            ):
+                best = g
+        self.results["selection"][benchmark] = {"rule": SELECTION_RULE, "grid": grid, "chosen": best["weighting"]}
+        self.save()
+        return best["weighting"]
+
+
+# ---------------------------------------------------------------------- report
+
+
+def _mean_std(values: list[float]) -> str:
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def _rows(runs: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Table rows in protocol order; ``teacher_direct`` split by teacher and adaptation."""
+    rows = []
+    for method in METHODS:
+        rs = [r for r in runs if r["method"] == method]
+        if method == "teacher_direct":
+            for adapted in (True, False):
+                for t in TEACHERS:
+                    sub = [r for r in rs if r.get("teacher") == t and r.get("domain_adaptation") == adapted]
+                    if sub:
+                        rows.append((f"teacher_direct: {t} ({'DANN' if adapted else 'source only'})", sub))
+        elif rs:
+            rows.append((method, rs))
+    return rows
+
+
+def markdown(results: dict, plot_name: str | None) -> str:
+    """Tables of target-test accuracy/AUC (mean ± std over seeds), paired gains and the weight plot."""
+    lines = []
+    runs = results["runs"]
+    for benchmark in [b for b in BENCHMARKS if any(r["benchmark"] == b for r in runs)]:
+        rs = [r for r in runs if r["benchmark"] == benchmark]
+        seeds = sorted({r["seed"] for r in rs})
+        lines += [
+            f"### {benchmark} (target-domain test split, {len(seeds)} seed(s): {seeds})",
+            "",
+            "| method | n | parameters | test accuracy | test AUC | val AUC |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, sub in _rows(rs):
+            lines.append(
+                f"| {name} | {len(sub)} | {sub[0]['parameters']:,} | {_mean_std([r['accuracy'] for r in sub])} | "
+                f"{_mean_std([r['auc'] for r in sub])} | {_mean_std([r['val_auc'] for r in sub])} |"
+            )
+        by = {(r["method"], r["seed"]): r for r in rs if r["method"] != "teacher_direct"}
+        lines.append("")
+        for other in ("uniform_mtkd", "student_alone", "camkd", "emtkd_no_da", "emtkd_no_weighting", "emtkd_no_ssl"):
+            common = [s for s in seeds if ("emtkd", s) in by and (other, s) in by]
+            if common:
+                gains = [by[("emtkd", s)]["auc"] - by[(other, s)]["auc"] for s in common]
+                wins = sum(g > 0 for g in gains)
+                lines.append(
+                    f"- test-AUC gain of emtkd over {other}: {_mean_std(gains)}"
+                    f" (emtkd higher on {wins}/{len(common)} seeds)"
+                )
+        sel = results.get("selection", {}).get(benchmark)
+        if sel:
+            grid = ", ".join(
+                f"{g['weighting']}: val AUC {g['val_auc']:.4f} / NLL {g['val_nll']:.4f}" for g in sel["grid"]
+            )
+            lines.append(f"- weighting selection on validation ({grid}): **{sel['chosen']}**")
+        emtkd = [r for r in rs if r["method"] == "emtkd" and "test_teacher_weights" in r]
+        if emtkd:
+            mean_w = np.mean([r["test_teacher_weights"] for r in emtkd], axis=0)
+            lines.append(
+                "- mean weight of the EMTKD weighting on the target test images: "
+                + ", ".join(f"{t} {w:.3f}" for t, w in zip(TEACHERS, mean_w))
+            )
+        lines.append("")
+    if plot_name:
+        lines += [f"![learned teacher weights]({plot_name})", ""]
+    lines.append(f"Selection rule: {SELECTION_RULE}.")
+    return "\n".join(lines)
+
+
+def plot_weights(results: dict, path: Path) -> bool:
+    """Histogram per benchmark of the EMTKD weight of teacher_a on the target test images (first seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in results["runs"] if r["method"] == "emtkd" and "test_teacher_weights_per_instance" in r]
+    benchmarks = [b for b in BENCHMARKS if any(r["benchmark"] == b for r in runs)]
+    if not benchmarks:
+        return False
+    fig, axes = plt.subplots(1, len(benchmarks), figsize=(5 * len(benchmarks), 3.6), squeeze=False)
+    for ax, benchmark in zip(axes[0], benchmarks):
+        rec = min((r for r in runs if r["benchmark"] == benchmark), key=lambda r: r["seed"])
+        w = np.asarray(rec["test_teacher_weights_per_instance"])
+        ax.hist(w, bins=np.linspace(0, 1, 41), color="tab:blue", alpha=0.8)
+        ax.axvline(0.5, color="grey", linestyle="--", linewidth=1, label="uniform")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(f"weight of {TEACHERS[0]} (1 - weight of {TEACHERS[1]})")
+        ax.set_ylabel("target test images")
+        ax.set_title(f"{benchmark}: {rec['weighting']} weighting, seed {rec['seed']}")
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_readme(table: str, readme: Path) -> None:
+    """Replace the text between the result markers of ``readme`` with ``table``."""
+    text = readme.read_text()
+    if MARK_BEGIN not in text or MARK_END not in text:
+        raise ValueError(f"{readme} lacks the {MARK_BEGIN} / {MARK_END} markers.")
+    head, rest = text.split(MARK_BEGIN, 1)
+    _, tail = rest.split(MARK_END, 1)
+    readme.write_text(f"{head}{MARK_BEGIN}\n{table}\n{MARK_END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--benchmarks", nargs="+", default=list(BENCHMARKS), choices=list(BENCHMARKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 seed, 1 epoch per stage, 3 iterations per epoch; writes into the work folder",
+    )
+    parser.add_argument("--work", type=Path, default=None, help="run folders (default scripts/_work/emtkd[_quick])")
+    parser.add_argument(
+        "--output", type=Path, default=None, help="results JSON (default docs/results.json of the bundle)"
+    )
+    parser.add_argument("--readme", type=Path, default=None, help="README with result markers (default the bundle's)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.quick:
+        seeds, overrides = args.seeds[:1], dict(QUICK)
+        work = args.work or REPO / "scripts" / "_work" / "emtkd_quick"
+        output = args.output or work / "results.json"
+        readme = args.readme or work / "README.md"
+        if not readme.is_file():
+            readme.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(BUNDLE / "docs" / "README.md", readme)
+    else:
+        if len(args.seeds) < 3:
+            parser.error(
+                "use at least 3 seeds (or --quick): single-seed AUC on these small target test splits swings by points"
+            )
+        seeds, overrides = args.seeds, {}
+        work = args.work or REPO / "scripts" / "_work" / "emtkd"
+        output = args.output or BUNDLE / "docs" / "results.json"
+        readme = args.readme or BUNDLE / "docs" / "README.md"
+    start = time.perf_counter()
+    evidence = Evidence(work, output, overrides)
+    evidence.results["protocol"] = __doc__.split("Writes")[0].strip()
+    evidence.results["overrides"] = overrides
+    for benchmark in args.benchmarks:
+        for seed in seeds:
+            evidence.run_seed(benchmark, seed)
+    evidence.save()
+    plot = readme.parent / "teacher_weights.png"
+    table = markdown(evidence.results, plot.name if plot_weights(evidence.results, plot) else None)
+    write_readme(table, readme)
+    print(table)
+    logger.info("total %.0f s; results in %s, table in %s", time.perf_counter() - start, output, readme)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,7 +23,13 @@ from typing import Any
 
 from monai_kd.bundle_utils import BundleError, bundle_file, input_shape, verify_metadata
 
-STAGES = {"all": "run", "teacher": "run_teacher", "student_alone": "run_student_alone", "student": "run_student"}
+STAGES = {
+    "all": "run",
+    "teacher": "run_teacher",
+    "teachers": "run_teachers",
+    "student_alone": "run_student_alone",
+    "student": "run_student",
+}
 
 
 def _common(bundle: str, override: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +48,8 @@ def train(bundle: str, stage: str = "all", **override: Any) -> None:
 
     Args:
         bundle: bundle folder, e.g. ``bundles/kd``.
-        stage: ``all`` (default), ``teacher``, ``student_alone`` or ``student`` (distillation from saved teachers).
+        stage: ``all`` (default), ``teacher`` / ``teachers`` (bundles with several), ``student_alone`` or ``student``
+            (distillation from saved teachers).
         override: config overrides, e.g. ``--dataset_dir DIR --max_epochs 5 --device cpu``.
     """
     from monai.bundle import run

@@ -33,8 +33,8 @@ def test_results_prints_mean_and_std_per_model(tmp_path, capsys):
 def test_verify_and_unknown_stage(capsys):
     cli.verify(str(REPO / "bundles" / "kd"))
     assert "metadata verified" in capsys.readouterr().out
-    with pytest.raises(BundleError, match="unknown stage 'teachers'"):
-        cli.train(str(REPO / "bundles" / "kd"), stage="teachers")
+    with pytest.raises(BundleError, match="unknown stage .teacherz."):
+        cli.train(str(REPO / "bundles" / "kd"), stage="teacherz")
 
 
 def test_root_cause_unwraps_monai_runtime_errors():

@@ -7,7 +7,9 @@ import os
 from collections.abc import Sequence
 
 
-def image_datalist(image_dir: str | os.PathLike, pattern: str | Sequence[str] = "*.png", key: str = "image") -> list[dict]:
+def image_datalist(
+    image_dir: str | os.PathLike, pattern: str | Sequence[str] = "*.png", key: str = "image"
+) -> list[dict]:
     """List the files in ``image_dir`` matching ``pattern`` as MONAI datalist items ``{key: path}``.
 
     Args:

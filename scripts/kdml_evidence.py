@@ -1,0 +1,514 @@
+"""Evidence for the KD + mutual learning bundles: the 12 regime x variant runs of Niyaz et al. on real data.
+
+For every task (``classification``: ``bundles/kdml_cls`` on PneumoniaMNIST; ``segmentation``: ``bundles/kdml_seg``
+on BraTS FLAIR 2D slices) and every seed, the script trains through the bundle's own ``train.json`` and evaluates
+through its ``evaluate.json`` (exactly what users run):
+
+- ``teacher``: the offline teacher (``run_teacher``); it is the frozen teacher of the ``kd_off`` runs and the
+  reference teacher for the fidelity/CKA of runs that have no teacher of their own (``ml``, ``student_alone``);
+- ``student_alone``: the two students trained together with their task loss only (``regime=ml`` with both
+  mutual-learning weights 0), i.e. two independent students and their ensemble;
+- the 12 runs ``regime`` in (``ml``, ``kd_on``, ``kd_off``, ``kd_ml``) x ``variant`` in (``V1``, ``V2``, ``V3``)
+  (``run_students``). All runs of a seed start from the same student weights and see the same batches.
+
+Rules fixed before looking at any test number:
+- every network is the SWA average of the last half of its epochs (no checkpoint picking);
+- temperature 2 and unit weights for the task, KD and ML prediction terms (the paper's values: "temperature ... 2",
+  CE + KL + MSE); the only searched hyper-parameters are the two feature-MSE weights, whose scale depends on the
+  tapped layers. On the first seed, ``kd_feature_weight`` is chosen from ``FEATURE_GRID`` on ``kd_off`` V2 (the
+  run whose only distillation terms are teacher -> student features) and ``ml_feature_weight`` on ``ml`` V2 (only
+  student <-> student features), by the *validation* score of the two students: lowest mean validation NLL of
+  S1 and S2 for classification (validation AUC saturates near 0.99 on PneumoniaMNIST), highest mean validation
+  Dice of S1 and S2 for segmentation. V3 never takes part in the choice, and the chosen pair is used for every
+  regime, variant and seed;
+- test metrics are computed once per trained model and never feed back into any choice.
+
+Every record of ``runs`` has exactly ``task``, ``regime`` (``kd_off``, ``kd_on``, ``ml``, ``kd_ml``, ``teacher``,
+``student_alone``), ``variant`` (``V1``, ``V2``, ``V3``; ``null`` for the two baselines, which have no sharing
+variant), ``seed`` and ``metrics`` = ``{"s1", "s2", "ensemble"}``, each with ``accuracy`` and ``auc``
+(classification) or ``dice`` and ``iou`` (segmentation) on the test split, and ``fidelity`` (top-1 agreement with
+the teacher, or Dice between the student's and the teacher's masks averaged over slices). For the ``teacher``
+baseline the three entries are the teacher itself (fidelity 1). The teacher of the fidelity is the run's own
+teacher (the frozen one for ``kd_off``, the co-trained one for ``kd_on``/``kd_ml``) and the seed's offline teacher
+for ``ml`` and ``student_alone``. Accuracy/AUC: MONAI/ignite metrics of the bundle's ``evaluate.json``; Dice/IoU:
+pooled over all test pixels (MONAI ``ConfusionMatrix`` "f1 score" / "threat score", foreground only).
+
+Writes ``docs/results.json`` of each bundle (``runs``, plus ``protocol``, ``selection``, ``details`` with the
+validation metrics, the teacher's metrics, CKA and timings of every run) and the Markdown tables between the
+``<!-- results:begin -->``/``<!-- results:end -->`` markers of the bundle's ``docs/README.md``, with CKA heatmaps
+(teacher layers vs student layers, mean over seeds) saved next to it when each PNG is under ``MAX_PNG_BYTES``.
+Resumable: a run already recorded in ``results.json`` is skipped, and a trained checkpoint is evaluated rather than
+retrained; results are written after every run, so the script can be stopped and restarted at any time.
+
+``--quick`` checks the whole pipeline in minutes (one seed, one short epoch per stage, a two-value grid) and
+writes into ``--work`` only (``results_<task>.json``, ``README_<task>.md``), never into the bundles.
+
+Example::
+
+    python scripts/kdml_evidence.py --tasks classification segmentation --seeds 0 1 2   # many hours, resumable
+    python scripts/kdml_evidence.py --quick                                             # minutes
+    python scripts/kdml_evidence.py --dry-run                                           # list what is left to run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from monai.bundle import run
+
+from monai_kd.io.atomic import atomic_paths
+from monai_kd.metrics import save_cka_heatmap
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+REGIMES = ("ml", "kd_on", "kd_off", "kd_ml")  # the row order of the paper's tables
+VARIANTS = ("V1", "V2", "V3")
+REGIME_NAMES = {"ml": "ML", "kd_on": "KD (on)", "kd_off": "KD (off)", "kd_ml": "KD + ML"}
+FEATURE_GRID = (0.1, 1.0, 10.0)
+QUICK_GRID = (0.1, 1.0)
+MAX_PNG_BYTES = 80_000
+VAL_CKA = {"cka_teacher_layers": "$[@teacher_feature_layer]", "cka_student_layers": "$[@student_feature_layer]"}
+MARK_BEGIN, MARK_END = "<!-- results:begin -->", "<!-- results:end -->"
+#: runs whose CKA heatmaps are drawn: the conventional V1 KD (off) and ML, and the proposed V3 KD + ML
+HEATMAP_RUNS = (("kd_off", "V1"), ("ml", "V1"), ("kd_ml", "V3"))
+
+TASKS: dict[str, dict[str, Any]] = {
+    "classification": {
+        "bundle": REPO / "bundles" / "kdml_cls",
+        "dataset_dir": DATA / "pneumoniamnist",
+        "metrics": ("accuracy", "auc"),
+        "selection": ("nll", min),
+        "quick": {"teacher_epochs": 1, "max_epochs": 1, "teacher_stage#trainer#epoch_length": 4,
+                  "train#trainer#epoch_length": 4},
+    },
+    "segmentation": {
+        "bundle": REPO / "bundles" / "kdml_seg",
+        "dataset_dir": DATA / "brats2015-sample",
+        "metrics": ("dice", "iou"),
+        "selection": ("dice", max),
+        "quick": {"teacher_epochs": 1, "max_epochs": 1, "val_interval": 1, "teacher_stage#trainer#epoch_length": 2,
+                  "train#trainer#epoch_length": 2},
+    },
+}
+
+logger = logging.getLogger("kdml_evidence")
+
+
+class BudgetExhausted(RuntimeError):
+    """The ``--budget-hours`` of this session is used up; everything recorded so far is kept."""
+
+
+# --------------------------------------------------------------------------- one run
+
+
+def _configs(task: str) -> tuple[str, list[str], str]:
+    """``train.json``, ``[train.json, evaluate.json]`` and ``metadata.json`` of the task's bundle."""
+    bundle = TASKS[task]["bundle"]
+    train = str(bundle / "configs" / "train.json")
+    return train, [train, str(bundle / "configs" / "evaluate.json")], str(bundle / "configs" / "metadata.json")
+
+
+def train_and_evaluate(
+    task: str, stage: str, root: Path, seed: int, overrides: dict[str, Any], evaluate: bool = True
+) -> dict[str, Any]:
+    """Train one stage of the bundle (unless its checkpoint exists), then evaluate it on the val and test splits.
+
+    Args:
+        task: ``"classification"`` or ``"segmentation"``.
+        stage: ``"run_teacher"`` or ``"run_students"``.
+        root: the run's ``bundle_root`` (``models/`` and ``eval/`` are written there).
+        seed: the bundle's ``seed``.
+        overrides: other config overrides (regime, variant, weights, teacher checkpoint, epochs).
+        evaluate: run ``evaluate.json`` on the val and test splits.
+
+    Returns:
+        ``{"train_seconds", "val", "test"}`` with the contents of ``eval/val_metrics.json`` / ``eval/metrics.json``
+        (``val``/``test`` absent when ``evaluate`` is False).
+    """
+    train_cfg, eval_cfg, meta = _configs(task)
+    common = {"meta_file": meta, "bundle_root": str(root), "dataset_dir": str(TASKS[task]["dataset_dir"]), "seed": seed,
+              **overrides}
+    done = root / "models" / ("teacher.pt" if stage == "run_teacher" else "model_s2.pt")
+    out: dict[str, Any] = {"train_seconds": None}
+    if done.is_file():
+        logger.info("%s: checkpoint %s exists, not retraining", root.name, done)
+    else:
+        start = time.perf_counter()
+        run(stage, config_file=train_cfg, **common)
+        out["train_seconds"] = round(time.perf_counter() - start, 1)
+        logger.info("%s %s seed %d trained in %.0f s", task, root.name, seed, out["train_seconds"])
+    if evaluate:
+        for split, name in (("val", "val_metrics.json"), ("test", "metrics.json")):
+            # validation only feeds the selection: CKA of the shared feature layer alone (the full matrix is costly)
+            cka = VAL_CKA if split == "val" else {}
+            run("run", config_file=eval_cfg, eval_split=split, **common, **cka)
+            out[split] = json.loads((root / "eval" / name).read_text())
+            out[f"{split}_cka"] = _cka_files(root / "eval" / ("fidelity_cka" if split == "test" else f"{split}_fidelity_cka"))
+    return out
+
+
+def _cka_files(folder: Path) -> dict[str, Any]:
+    """The CKA matrices written by ``FidelityCKAHandler`` (``<name>_fidelity_cka.json``), by student name."""
+    found = {}
+    for name in ("s1", "s2"):
+        path = folder / f"{name}_fidelity_cka.json"
+        if path.is_file():
+            content = json.loads(path.read_text())
+            found[name] = {k: content[k] for k in ("teacher_layers", "student_layers", "cka")}
+    return found
+
+
+def record(task: str, regime: str, variant: str | None, seed: int, test: dict[str, Any]) -> dict[str, Any]:
+    """One ``runs`` entry: exactly ``task``, ``regime``, ``variant``, ``seed`` and ``metrics`` (s1, s2, ensemble)."""
+    names = TASKS[task]["metrics"]
+    members = ("teacher", "teacher", "teacher") if regime == "teacher" else ("s1", "s2", "ensemble")
+    metrics = {}
+    for key, member in zip(("s1", "s2", "ensemble"), members):
+        entry = {m: float(test[member][m]) for m in names}
+        entry["fidelity"] = 1.0 if regime == "teacher" else _maybe(test[member].get("fidelity"))
+        metrics[key] = entry
+    return {"task": task, "regime": regime, "variant": variant, "seed": seed, "metrics": metrics}
+
+
+def _maybe(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+class Evidence:
+    """The results file of one task, with resumable run bookkeeping.
+
+    Args:
+        task: ``"classification"`` or ``"segmentation"``.
+        output: the ``results.json`` to read (if present) and write.
+        work: folder for checkpoints and evaluation outputs of every run.
+        quick: one short epoch per stage and a two-value grid.
+        deadline: ``time.time()`` after which no new training starts (:class:`BudgetExhausted` is raised).
+    """
+
+    def __init__(self, task: str, output: Path, work: Path, quick: bool = False, deadline: float | None = None) -> None:
+        self.task = task
+        self.deadline = deadline
+        self.output = output
+        self.work = work / task
+        self.quick = quick
+        self.results: dict[str, Any] = {"protocol": __doc__.split("Writes")[0].strip(), "runs": [], "selection": {},
+                                        "details": {}}
+        if output.is_file():
+            self.results.update(json.loads(output.read_text()))
+
+    # bookkeeping ---------------------------------------------------------------
+    def recorded(self, regime: str, variant: str | None, seed: int) -> bool:
+        """Whether ``runs`` already holds this run."""
+        return any(r["regime"] == regime and r["variant"] == variant and r["seed"] == seed for r in self.results["runs"])
+
+    def save(self) -> None:
+        """Write ``results.json`` atomically."""
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_paths(self.output) as (tmp,):
+            Path(tmp).write_text(json.dumps(self.results, indent=2) + "\n")
+
+    def _check_budget(self, root: Path) -> None:
+        if self.deadline is not None and time.time() > self.deadline and not (root / "models").is_dir():
+            raise BudgetExhausted(f"time budget used up before {root}")
+
+    def _overrides(self, **extra: Any) -> dict[str, Any]:
+        return {**(TASKS[self.task]["quick"] if self.quick else {}), **extra}
+
+    def teacher_ckpt(self, seed: int) -> Path:
+        """The offline teacher of ``seed`` (shared by every run of that seed)."""
+        return self.work / f"seed{seed}" / "teacher" / "models" / "teacher.pt"
+
+    # stages ----------------------------------------------------------------------
+    def teacher(self, seed: int) -> None:
+        """Train (or reuse) the seed's offline teacher and record its test metrics."""
+        root = self.teacher_ckpt(seed).parents[1]
+        self._check_budget(root)
+        evaluate = not self.recorded("teacher", None, seed)
+        out = train_and_evaluate(self.task, "run_teacher", root, seed,
+                                 self._overrides(regime="kd_off", teacher_ckpt=str(self.teacher_ckpt(seed))), evaluate)
+        if evaluate:
+            self._store("teacher", None, seed, out, {})
+
+    def students(self, regime: str, variant: str | None, seed: int, weights: dict[str, float], run_id: str,
+                 record_as: tuple[str, str | None] | None = None) -> dict[str, Any]:
+        """Train and evaluate one two-student run; record it under ``record_as`` (default ``(regime, variant)``)."""
+        root = self.work / f"seed{seed}" / run_id
+        self._check_budget(root)
+        out = train_and_evaluate(self.task, "run_students", root, seed, self._overrides(
+            regime=regime, variant=variant or "V1", teacher_ckpt=str(self.teacher_ckpt(seed)), **weights))
+        if record_as is not None:
+            self._store(*record_as, seed, out, weights)
+        return out
+
+    def _store(self, regime: str, variant: str | None, seed: int, out: dict[str, Any], weights: dict[str, float]) -> None:
+        self.results["runs"].append(record(self.task, regime, variant, seed, out["test"]))
+        key = f"{regime}_{variant}_seed{seed}" if variant else f"{regime}_seed{seed}"
+        self.results["details"][key] = {
+            "hyper_parameters": weights,
+            "train_seconds": out["train_seconds"],
+            "val": out["val"],
+            "test": out["test"],
+            "cka": out["test_cka"],
+            "fidelity_teacher": _fidelity_teacher(regime),
+        }
+        self.save()
+        logger.info("recorded %s", self.results["runs"][-1])
+
+    def select(self, seed: int) -> dict[str, float]:
+        """Choose ``kd_feature_weight`` and ``ml_feature_weight`` on validation (see the module docstring)."""
+        if "chosen" in self.results["selection"]:
+            return self.results["selection"]["chosen"]
+        metric, best = TASKS[self.task]["selection"]
+        grid = QUICK_GRID if self.quick else FEATURE_GRID
+        selection: dict[str, Any] = {
+            "rule": f"{best.__name__} mean validation {metric} of S1 and S2, seed {seed}; kd_feature_weight on kd_off V2, "
+                    "ml_feature_weight on ml V2; temperature 2 and unit task/KD/ML prediction weights fixed",
+            "grid": [],
+        }
+        chosen: dict[str, float] = {}
+        for regime, key in (("kd_off", "kd_feature_weight"), ("ml", "ml_feature_weight")):
+            scores = {}
+            for w in grid:
+                out = self.students(regime, "V2", seed, {key: w}, f"grid_{regime}_V2_{key}{w:g}")
+                scores[w] = statistics.mean(float(out["val"][s][metric]) for s in ("s1", "s2"))
+                selection["grid"].append({"regime": regime, "variant": "V2", key: w, f"val_{metric}": scores[w]})
+            chosen[key] = best(scores, key=scores.get)
+        selection["chosen"] = chosen
+        self.results["selection"] = selection
+        self.save()
+        return chosen
+
+    def run_seed(self, seed: int, first: bool) -> None:
+        """Every run of one seed: teacher, student alone, (grid on the first seed,) the 12 combinations."""
+        self.teacher(seed)
+        if not self.recorded("student_alone", None, seed):
+            self.students("ml", "V1", seed, {"ml_weight": 0.0, "ml_feature_weight": 0.0}, "student_alone",
+                          record_as=("student_alone", None))
+        chosen = self.select(seed) if first else self.results["selection"]["chosen"]
+        for regime in REGIMES:
+            for variant in VARIANTS:
+                if self.recorded(regime, variant, seed):
+                    continue
+                key = "kd_feature_weight" if regime == "kd_off" else "ml_feature_weight"
+                grid_id = f"grid_{regime}_V2_{key}{chosen[key]:g}"
+                # the chosen grid run of the first seed *is* this run: reuse its checkpoints
+                same = variant == "V2" and regime in ("kd_off", "ml") and (self.work / f"seed{seed}" / grid_id).is_dir()
+                self.students(regime, variant, seed, dict(chosen), grid_id if same else f"{regime}_{variant}",
+                              record_as=(regime, variant))
+
+    def plan(self, seeds: Sequence[int]) -> list[str]:
+        """The runs not recorded yet, for ``--dry-run``."""
+        todo = [f"seed {s}: {r}" for s in seeds for r in ("teacher", "student_alone") if not self.recorded(r, None, s)]
+        if "chosen" not in self.results["selection"]:
+            todo.append(f"grid: {2 * len(QUICK_GRID if self.quick else FEATURE_GRID)} runs on seed {seeds[0]}")
+        todo += [f"seed {s}: {r} {v}" for s in seeds for r in REGIMES for v in VARIANTS if not self.recorded(r, v, s)]
+        return todo
+
+
+def _fidelity_teacher(regime: str) -> str:
+    if regime in ("kd_on", "kd_ml"):
+        return "the run's co-trained (online) teacher"
+    if regime == "teacher":
+        return "itself"
+    return "the seed's offline teacher" + ("" if regime == "kd_off" else " (the run has no teacher)")
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _mean_std(values: Sequence[float | None], scale: float = 1.0) -> str:
+    vals = [scale * v for v in values if v is not None]
+    if not vals:
+        return "-"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.mean(vals):.2f} ± {sd:.2f}" if scale != 1.0 else f"{statistics.mean(vals):.3f} ± {sd:.3f}"
+
+
+def _runs(results: dict, regime: str, variant: str | None) -> list[dict]:
+    return sorted((r for r in results["runs"] if r["regime"] == regime and r["variant"] == variant), key=lambda r: r["seed"])
+
+
+def paper_table(results: dict, metric: str, scale: float = 1.0) -> list[str]:
+    """Rows = regimes, column groups = V1/V2/V3 with S1, S2 and the ensemble: mean ± std over seeds (Table 3/4 style)."""
+    lines = ["| technique | " + " | ".join(f"{v} S1 | {v} S2 | {v} ensemble" for v in VARIANTS) + " |",
+             "|---|" + "---:|" * 9]
+    for regime in REGIMES:
+        cells = []
+        for variant in VARIANTS:
+            rs = _runs(results, regime, variant)
+            cells += [_mean_std([r["metrics"][k][metric] for r in rs], scale) for k in ("s1", "s2", "ensemble")]
+        lines.append(f"| {REGIME_NAMES[regime]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_gain(results: dict, metric: str, a: tuple[str, str], b: tuple[str, str], member: str = "ensemble") -> tuple[list[float], int]:
+    """Per-seed differences ``a - b`` of ``metric`` of ``member`` (seeds present in both), and how many are > 0."""
+    ra = {r["seed"]: r for r in _runs(results, *a)}
+    rb = {r["seed"]: r for r in _runs(results, *b)}
+    gains = [ra[s]["metrics"][member][metric] - rb[s]["metrics"][member][metric] for s in sorted(set(ra) & set(rb))]
+    return gains, sum(g > 0 for g in gains)
+
+
+def mean_cka(results: dict, regime: str, variant: str, student: str) -> tuple[np.ndarray, list[str], list[str]] | None:
+    """CKA matrix (teacher layers x student layers) of ``student`` averaged over the recorded seeds."""
+    mats, layers = [], None
+    for key, detail in results["details"].items():
+        if key.startswith(f"{regime}_{variant}_seed") and student in detail.get("cka", {}):
+            entry = detail["cka"][student]
+            mats.append(np.array([[np.nan if v is None else v for v in row] for row in entry["cka"]], dtype=float))
+            layers = (entry["teacher_layers"], entry["student_layers"])
+    if not mats or layers is None:
+        return None
+    with warnings.catch_warnings():  # a cell that is NaN in every seed (constant layer) stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(np.stack(mats), axis=0)
+    return mean, layers[0], layers[1]
+
+
+def markdown(task: str, results: dict, figures: Path, link_prefix: str = "") -> str:
+    """The README section: paper-style tables, baselines, the headline comparison, fidelity, CKA and the selection."""
+    names = TASKS[task]["metrics"]
+    primary, secondary = names
+    pct = 100.0  # the paper reports percentages
+    seeds = sorted({r["seed"] for r in results["runs"]})
+    lines = [f"Test split, mean ± std over {len(seeds)} seed(s) {seeds}; values in %. S1/S2: the two students, ensemble: "
+             + ("per-class maximum probability." if task == "classification" else "union of the two masks."), ""]
+    for metric in names:
+        lines += [f"**{metric}** (Table {'3' if task == 'classification' else '4'} of the paper, our data)", ""]
+        lines += paper_table(results, metric, pct) + [""]
+    lines += ["**Baselines**", "", f"| model | {primary} | {secondary} | fidelity |", "|---|---:|---:|---:|"]
+    for regime, member, label in (("teacher", "s1", "teacher"), ("student_alone", "s1", "student alone (S1)"),
+                                  ("student_alone", "s2", "student alone (S2)"),
+                                  ("student_alone", "ensemble", "two students alone, ensemble")):
+        rs = _runs(results, regime, None)
+        lines.append(f"| {label} | {_mean_std([r['metrics'][member][primary] for r in rs], pct)} | "
+                     f"{_mean_std([r['metrics'][member][secondary] for r in rs], pct)} | "
+                     f"{_mean_std([r['metrics'][member]['fidelity'] for r in rs], pct)} |")
+    lines += ["", f"**Does V3 KD + ML beat the V1 baselines?** Paired by seed, {primary} of the ensemble and of each student "
+              "(percentage points; the paper reports about +2 for the ensemble accuracy):", "",
+              "| V3 KD + ML minus | ensemble | S1 | S2 | seeds where V3 KD + ML is better (ensemble) |", "|---|---:|---:|---:|---:|"]
+    for other in (("kd_off", "V1"), ("kd_on", "V1"), ("ml", "V1"), ("kd_ml", "V1")):
+        cells = []
+        for member in ("ensemble", "s1", "s2"):
+            gains, _ = paired_gain(results, primary, ("kd_ml", "V3"), other, member)
+            cells.append(_mean_std(gains, pct))
+        gains, wins = paired_gain(results, primary, ("kd_ml", "V3"), other)
+        lines.append(f"| {REGIME_NAMES[other[0]]} V1 | " + " | ".join(cells) + f" | {wins}/{len(gains)} |")
+    agreement = "top-1 agreement" if task == "classification" else "Dice of the argmax masks, mean over slices"
+    lines += ["", f"**Fidelity** ({agreement} with the run's teacher; the seed's offline teacher for ML), %:"]
+    lines += [""] + paper_table(results, "fidelity", pct) + [""]
+    heatmaps = []
+    for regime, variant in HEATMAP_RUNS:
+        for student in ("s1", "s2"):
+            found = mean_cka(results, regime, variant, student)
+            if found is None:
+                continue
+            matrix, rows, cols = found
+            png = figures / f"cka_{regime}_{variant}_{student}.png"
+            save_cka_heatmap(matrix, _short(rows), _short(cols), png,
+                             title=f"{REGIME_NAMES[regime]} {variant}, {student.upper()} (mean of {len(seeds)} seed(s))")
+            if png.stat().st_size <= MAX_PNG_BYTES:
+                heatmaps.append(f"![CKA {regime} {variant} {student}]({link_prefix}{png.name})")
+            else:
+                png.unlink()
+                heatmaps.append(f"(heatmap {png.name} is over {MAX_PNG_BYTES} bytes and was not kept)")
+    if heatmaps:
+        lines += ["**Linear CKA, teacher layers (rows) vs student layers (columns)**, test split, mean over seeds "
+                  "(ML: against the seed's offline teacher):", "", " ".join(heatmaps), ""]
+    sel = results.get("selection", {})
+    if "chosen" in sel:
+        grid = "; ".join(f"{g['regime']} V2 " + ", ".join(f"{k} {v:.4f}" if k.startswith("val_") else f"{k} {v:g}"
+                                                        for k, v in g.items() if k not in ("regime", "variant"))
+                         for g in sel["grid"])
+        lines += [f"Hyper-parameters chosen on validation ({sel['rule']}): {grid}. Chosen: "
+                  + ", ".join(f"{k} = {v:g}" for k, v in sel["chosen"].items()) + "."]
+    return "\n".join(lines)
+
+
+#: tick labels of the MONAI UNet blocks (strides 2, 2, 2) used by the segmentation bundle
+UNET_BLOCKS = {"model.0": "enc1", "model.1.submodule.0": "enc2", "model.1.submodule.1.submodule.0": "enc3",
+               "model.1.submodule.1.submodule.1.submodule": "bottom", "model.1.submodule.1.submodule.2": "dec1",
+               "model.1.submodule.2": "dec2", "model.2": "out"}
+
+
+def _short(layers: Sequence[str]) -> list[str]:
+    """Readable tick labels: U-Net block names (``model.1.submodule.1.submodule.2`` -> ``dec1``), others as they are."""
+    return [UNET_BLOCKS.get(layer, layer) for layer in layers]
+
+
+def write_readme(table: str, readme: Path) -> None:
+    """Replace the text between the result markers of ``readme`` with ``table``."""
+    text = readme.read_text()
+    if MARK_BEGIN not in text or MARK_END not in text:
+        raise ValueError(f"{readme} lacks the {MARK_BEGIN} / {MARK_END} markers.")
+    head, rest = text.split(MARK_BEGIN, 1)
+    _, tail = rest.split(MARK_END, 1)
+    readme.write_text(f"{head}{MARK_BEGIN}\n{table}\n{MARK_END}{tail}")
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run (or continue) the evidence of the chosen tasks and render the tables.
+
+    Args:
+        argv: command-line arguments (default ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--work", type=Path, default=None, help="checkpoints and evaluation outputs of every run")
+    parser.add_argument("--quick", action="store_true", help="one seed, one short epoch per stage; writes into --work only")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs not recorded yet and exit")
+    parser.add_argument("--budget-hours", type=float, default=None,
+                        help="start no new training after this many hours (results so far are kept and rendered)")
+    args = parser.parse_args(argv)
+    work = args.work or REPO / "scripts" / "_work" / ("kdml_quick" if args.quick else "kdml")
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    if not args.quick and len(seeds) < 3:
+        parser.error("use at least 3 seeds (or --quick): single runs of these small sets swing by several points")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    deadline = None if args.budget_hours is None else time.time() + 3600 * args.budget_hours
+    for task in args.tasks:
+        docs = TASKS[task]["bundle"] / "docs"
+        output = work / f"results_{task}.json" if args.quick else docs / "results.json"
+        evidence = Evidence(task, output, work, quick=args.quick, deadline=deadline)
+        if args.dry_run:
+            todo = evidence.plan(seeds)
+            print(f"{task}: {len(todo)} item(s) left\n  " + "\n  ".join(todo))
+            continue
+        start = time.perf_counter()
+        stopped = False
+        try:
+            for i, seed in enumerate(seeds):
+                evidence.run_seed(seed, first=i == 0)
+        except BudgetExhausted as e:
+            logger.info("%s: %s; rerun the same command to continue", task, e)
+            stopped = True
+        readme = work / f"README_{task}.md" if args.quick else docs / "README.md"
+        figures = work / f"figures_{task}" if args.quick else docs
+        if args.quick:
+            readme.write_text(f"# quick check of {task}\n\n{MARK_BEGIN}\n{MARK_END}\n")
+        table = markdown(task, evidence.results, figures, link_prefix=f"figures_{task}/" if args.quick else "")
+        write_readme(table, readme)
+        print(table)
+        logger.info("%s: %s in %.0f s (this session)", task, "stopped" if stopped else "done", time.perf_counter() - start)
+        if stopped:
+            break
+
+
+if __name__ == "__main__":
+    main()

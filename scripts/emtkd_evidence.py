@@ -67,6 +67,7 @@ from monai.bundle import ConfigParser, run
 from monai.metrics import compute_roc_auc
 
 from monai_kd.networks import load_pretrained
+from monai_kd.reporting import markers, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "emtkd"
@@ -96,7 +97,7 @@ SELECTION_RULE = (
 )
 WEIGHTING_GRID = ("gate", "confidence")
 QUICK = {"teacher_epochs": 1, "max_epochs": 1, "epoch_length": 3}
-MARK_BEGIN, MARK_END = "<!-- results:begin -->", "<!-- results:end -->"
+MARK_BEGIN, MARK_END = markers()
 
 logger = logging.getLogger("emtkd_evidence")
 
@@ -448,15 +449,6 @@ def plot_weights(results: dict, path: Path) -> bool:
     return True
 
 
-def write_readme(table: str, readme: Path) -> None:
-    """Replace the text between the result markers of ``readme`` with ``table``."""
-    text = readme.read_text()
-    if MARK_BEGIN not in text or MARK_END not in text:
-        raise ValueError(f"{readme} lacks the {MARK_BEGIN} / {MARK_END} markers.")
-    head, rest = text.split(MARK_BEGIN, 1)
-    _, tail = rest.split(MARK_END, 1)
-    readme.write_text(f"{head}{MARK_BEGIN}\n{table}\n{MARK_END}{tail}")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -501,7 +493,7 @@ def main() -> None:
     evidence.save()
     plot = readme.parent / "teacher_weights.png"
     table = markdown(evidence.results, plot.name if plot_weights(evidence.results, plot) else None)
-    write_readme(table, readme)
+    write_section(readme, table)
     print(table)
     logger.info("total %.0f s; results in %s, table in %s", time.perf_counter() - start, output, readme)
 

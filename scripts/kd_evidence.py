@@ -37,6 +37,7 @@ from monai.metrics import compute_roc_auc
 
 from monai_kd.data import medmnist_datalist
 from monai_kd.networks import load_pretrained
+from monai_kd.reporting import markers, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "kd"
@@ -45,7 +46,7 @@ META = str(BUNDLE / "configs" / "metadata.json")
 DATA = REPO.parent / "shared" / "data"
 GRID = [(4.0, 0.9), (4.0, 0.5), (2.0, 0.5)]  # (temperature, kd_weight); Hinton's default first
 DATASET_OVERRIDES = {"pneumoniamnist": {}, "breastmnist": {"batch_size": 32}}  # ~same number of steps per run
-MARK_BEGIN, MARK_END = "<!-- results:begin -->", "<!-- results:end -->"
+MARK_BEGIN, MARK_END = markers()
 
 logger = logging.getLogger("kd_evidence")
 
@@ -185,15 +186,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(table: str, readme: Path) -> None:
-    """Replace the text between the result markers of ``readme`` with ``table``."""
-    text = readme.read_text()
-    if MARK_BEGIN not in text or MARK_END not in text:
-        raise ValueError(f"{readme} lacks the {MARK_BEGIN} / {MARK_END} markers.")
-    head, rest = text.split(MARK_BEGIN, 1)
-    _, tail = rest.split(MARK_END, 1)
-    readme.write_text(f"{head}{MARK_BEGIN}\n{table}\n{MARK_END}{tail}")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -219,7 +211,7 @@ def main() -> None:
     }
     args.output.write_text(json.dumps(results, indent=2))
     table = markdown(results)
-    write_readme(table, args.readme)
+    write_section(args.readme, table)
     print(table)
 
 

@@ -67,6 +67,7 @@ from monai.bundle import run
 
 from monai_kd.io.atomic import atomic_paths
 from monai_kd.metrics import save_cka_heatmap
+from monai_kd.reporting import markers, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -77,7 +78,7 @@ FEATURE_GRID = (0.1, 1.0, 10.0)
 QUICK_GRID = (0.1, 1.0)
 MAX_PNG_BYTES = 80_000
 VAL_CKA = {"cka_teacher_layers": "$[@teacher_feature_layer]", "cka_student_layers": "$[@student_feature_layer]"}
-MARK_BEGIN, MARK_END = "<!-- results:begin -->", "<!-- results:end -->"
+MARK_BEGIN, MARK_END = markers()
 #: runs whose CKA heatmaps are drawn: the conventional V1 KD (off) and ML, and the proposed V3 KD + ML
 HEATMAP_RUNS = (("kd_off", "V1"), ("ml", "V1"), ("kd_ml", "V3"))
 
@@ -448,15 +449,6 @@ def _short(layers: Sequence[str]) -> list[str]:
     return [UNET_BLOCKS.get(layer, layer) for layer in layers]
 
 
-def write_readme(table: str, readme: Path) -> None:
-    """Replace the text between the result markers of ``readme`` with ``table``."""
-    text = readme.read_text()
-    if MARK_BEGIN not in text or MARK_END not in text:
-        raise ValueError(f"{readme} lacks the {MARK_BEGIN} / {MARK_END} markers.")
-    head, rest = text.split(MARK_BEGIN, 1)
-    _, tail = rest.split(MARK_END, 1)
-    readme.write_text(f"{head}{MARK_BEGIN}\n{table}\n{MARK_END}{tail}")
-
 
 # --------------------------------------------------------------------------- entry point
 
@@ -503,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.quick:
             readme.write_text(f"# quick check of {task}\n\n{MARK_BEGIN}\n{MARK_END}\n")
         table = markdown(task, evidence.results, figures, link_prefix=f"figures_{task}/" if args.quick else "")
-        write_readme(table, readme)
+        write_section(readme, table)
         print(table)
         logger.info("%s: %s in %.0f s (this session)", task, "stopped" if stopped else "done", time.perf_counter() - start)
         if stopped:

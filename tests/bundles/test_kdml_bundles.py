@@ -270,6 +270,6 @@ def test_evidence_records_resume_and_tables(tmp_path):
     assert (tmp_path / "cka_kd_ml_V3_s1.png").is_file()
     readme = tmp_path / "README.md"
     readme.write_text(f"head\n{ev.MARK_BEGIN}\nold\n{ev.MARK_END}\ntail\n")
-    ev.write_readme(table, readme)
+    ev.write_section(readme, table)
     text = readme.read_text()
     assert text.startswith("head\n") and text.endswith("tail\n") and "old" not in text and table in text

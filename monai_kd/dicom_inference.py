@@ -27,7 +27,8 @@ classification ``<uid>.sr.dcm`` Comprehensive SR +              ``<name>.classif
 
 A volume given to a 2D classification network is classified on its middle slice (index ``slices // 2`` in
 increasing position along the slice normal); the SR and the JSON name that slice. A 2D segmentation network
-on a volume (slice-by-slice inference) and a 3D network on a 2D image are refused. Segmentation predictions
+segments a volume slice by slice when the bundle's ``inferer`` is MONAI's :class:`~monai.inferers.SliceInferer`
+(which does exactly that) and is refused otherwise; a 3D network on a 2D image is refused. Segmentation predictions
 are argmax-ed if they have several channels and brought back to the input grid with MONAI's ``Invertd`` when
 the bundle's postprocessing did not do it.
 
@@ -52,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import NibabelReader
+from monai.inferers import SliceInferer
 
 from monai_kd.bundle_utils import BundleError, bundle_file
 from monai_kd.io.atomic import atomic_paths, check_output_dir
@@ -191,11 +193,19 @@ def _middle_slice(image: Any) -> tuple[Any, int]:
 
 
 def _load(
-    preprocessing: Any, key: str, input: str, spatial_dims: int, task: str, timings: dict | None = None
+    preprocessing: Any,
+    key: str,
+    input: str,
+    spatial_dims: int,
+    task: str,
+    timings: dict | None = None,
+    slice_wise: bool = False,
 ) -> dict:
     """Run the bundle's preprocessing; a volume for a 2D classification network is cut to its middle slice.
 
-    The loader part is timed as ``read``, the rest as ``preprocess`` (when ``timings`` is given).
+    The loader part is timed as ``read``, the rest as ``preprocess`` (when ``timings`` is given). A volume for a
+    2D segmentation network is kept whole if ``slice_wise`` (the bundle's inferer runs the network slice by
+    slice) and refused otherwise.
 
     Returns:
         The preprocessed data dictionary, with the index of the slice used under :data:`SLICE_KEY` (``None``
@@ -216,12 +226,13 @@ def _load(
     if image_dims not in (2, 3) or image.ndim not in (image_dims, image_dims + 1):
         raise DicomInputError(f"'{input}' loads as an image of shape {tuple(image.shape)}; expected 2D or 3D.")
     index = None
-    if image_dims == 3 and spatial_dims == 2:
-        if task != "classification":
+    if image_dims == 3 and spatial_dims == 2 and task != "classification":
+        if not slice_wise:
             raise DicomInputError(
                 f"the bundle's network is 2D but '{input}' is a volume of shape {tuple(image.shape[-3:])}; "
-                "slice-by-slice segmentation is not supported."
+                "segmenting it slice by slice needs a SliceInferer as the 'inferer' of the bundle's inference.json."
             )
+    elif image_dims == 3 and spatial_dims == 2:
         sliced, index = _middle_slice(image if has_channel else image.unsqueeze(0))
         data[key] = sliced if has_channel else sliced[0]
     elif image_dims == 2 and spatial_dims == 3:
@@ -345,15 +356,15 @@ def infer_dicom(
         parser = _parser(bundle, torch_device)
         key, spatial_dims = _input_spec(meta)
         preprocessing = parser.get_parsed_content("preprocessing")
+        inferer = parser.get_parsed_content("inferer")
     loader = preprocessing.transforms[_loader_index(preprocessing)]._loader
     if series is not None:
         loader.register(DicomSeriesReader(series=series))
     else:  # MONAI's NIfTI reader without the loader's kwargs (which may be meant for another reader, e.g. PIL's)
         loader.register(NibabelReader())
-    data = _load(preprocessing, key, input, spatial_dims, task, timings)
+    data = _load(preprocessing, key, input, spatial_dims, task, timings, isinstance(inferer, SliceInferer))
     with _timed(timings, "model_load"):
         network = _network(parser, bundle, ckpt_file, torch_device)
-        inferer = parser.get_parsed_content("inferer")
     with _timed(timings, "inference"), torch.no_grad():
         data["pred"] = inferer(data[key][None].to(torch_device), network)[0]
     with _timed(timings, "postprocess"):

@@ -118,3 +118,30 @@ def test_timings_of_each_stage(ct_dir, kd_checkpoint, tmp_path):
     nifti = ct_dir.parent / "example_ct_sm.nii.gz"
     infer_dicom(str(bundle), str(nifti), str(tmp_path / "b"), timings=seg_timings)
     assert set(seg_timings) == set(TIMING_KEYS) and seg_timings["read"] > 0  # NIfTI is read by LoadImaged
+
+
+def test_2d_segmentation_of_a_volume_needs_a_slice_inferer(data_dir, tmp_path):
+    """kdml_seg (2D U-Net) segments a volume through its SliceInferer; with a plain inferer it is refused."""
+    import shutil
+
+    import torch
+    from monai.bundle import ConfigParser
+
+    from monai_kd.io import DicomInputError
+
+    bundle = tmp_path / "kdml_seg"
+    shutil.copytree(KD_BUNDLE.parent / "kdml_seg" / "configs", bundle / "configs")
+    parser = ConfigParser()
+    parser.read_config(bundle / "configs" / "inference.json")
+    ckpt = tmp_path / "student.pt"
+    torch.save(parser.get_parsed_content("network_def").state_dict(), ckpt)
+    nifti = data_dir / "totalsegmentator-examples" / "example_mr_sm.nii.gz"
+    written = infer_dicom(str(bundle), str(nifti), str(tmp_path / "a"), ckpt_file=str(ckpt))
+    assert nib.load(written[0]).shape == nib.load(nifti).shape
+
+    config = json.loads((bundle / "configs" / "inference.json").read_text())
+    config["inferer"] = {"_target_": "SimpleInferer"}
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
+    with pytest.raises(DicomInputError, match="needs a SliceInferer"):
+        infer_dicom(str(bundle), str(nifti), str(tmp_path / "b"), ckpt_file=str(ckpt))
+    assert not (tmp_path / "b").exists()

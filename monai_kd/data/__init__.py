@@ -10,6 +10,7 @@
 - :func:`brats_slice_datalist` / :func:`brats_volume_datalist`: BraTS axial slices ("tumour present" label and
   whole-tumour mask) or volumes per contrast, split by patient, with labelled/unlabelled roles.
 - :func:`shifted_medmnist_datalist`: MedMNIST under named acquisition shifts (:data:`DOMAINS`), disjoint per domain.
+- :class:`VolumeSliceDataset`: 2D slice items, also from 3D image/label files (e.g. a MONAI Label datastore).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from .datalist import datalist_split
 from .domain_shift import DOMAINS, AcquisitionShift, domain_partition, shifted_medmnist_datalist
 from .images import image_datalist
 from .medmnist import medmnist_datalist
+from .volume_slices import VolumeSliceDataset, volume_slices
 
 __all__ = [
     "BRATS_CONTRASTS",
     "DOMAINS",
     "AcquisitionShift",
+    "VolumeSliceDataset",
     "brats_slice_datalist",
     "brats_volume_datalist",
     "datalist_split",
@@ -31,4 +34,5 @@ __all__ = [
     "image_datalist",
     "medmnist_datalist",
     "shifted_medmnist_datalist",
+    "volume_slices",
 ]

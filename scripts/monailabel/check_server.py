@@ -34,8 +34,9 @@ What it does, all offline and on 127.0.0.1 only:
    ``bundle_root``. The trainer must run exactly one epoch and write a new ``models/model.pt`` that loads into
    ``network_def``. It trains a copy (``<work>/train/<model>``): with ``--work_dir DIR`` the patched app
    ``DIR/monaibundle`` (bundles and weights in ``model/``) is left ready for ``monailabel start_server``.
-   (Items from MONAI Label's own datastore are image/label *file paths*; our bundles' train transforms load no
-   files, so training from the datastore -- Slicer's *Train* -- is not covered and does not work yet.)
+   Segmentation bundles are trained a second time the way Slicer's *Train* button does it: from datastore items
+   that are image/label *file paths* (BraTS FLAIR volumes and their label maps of the train and validation
+   subjects), which the bundle's ``VolumeSliceDataset`` slices itself.
 
 Prints one PASS/FAIL line per check and a summary; exits 1 if any check failed, 2 on a usage error.
 """
@@ -520,8 +521,19 @@ class _ListDatastore:
         return self.items
 
 
-def check_training(bundle: Bundle, served: Path, n_items: int) -> str:
-    """MONAI Label's BundleTrainTask on our train.json: 1 epoch on ``n_items`` real items of the bundle's data.
+def _volume_files(bundle: Bundle) -> list[dict]:
+    """Image/label file paths of the BraTS train and validation subjects, as a MONAI Label datastore lists them."""
+    from monai_kd.data import brats_volume_datalist
+
+    dataset = _resolve_dataset_dir(bundle.source)
+    contrast = str(_config(bundle.source, "train.json").get("contrast", "flair")).lower()
+    return [{"image": i["image"], "label": i["label"]}
+            for split in ("train", "val") for i in brats_volume_datalist(dataset, split, contrast)]
+
+
+def check_training(bundle: Bundle, served: Path, n_items: int, from_files: bool = False) -> str:
+    """MONAI Label's BundleTrainTask on our train.json: 1 epoch on ``n_items`` real items of the bundle's data,
+    or (``from_files``) on volume file paths as MONAI Label's own datastore gives them.
 
     Runs on a copy of the served bundle (``<work>/train/<model>``), so the app folder keeps its weights."""
     import torch
@@ -540,9 +552,12 @@ def check_training(bundle: Bundle, served: Path, n_items: int) -> str:
     dataset = _resolve_dataset_dir(bundle.source)
     if dataset is not None:
         parser["dataset_dir"] = str(dataset)
-    items = parser.get_parsed_content("train_datalist")
-    step = max(len(items) // n_items, 1)
-    datalist = [{"image": i["image"], "label": i["label"]} for i in items[::step][:n_items]]
+    if from_files:
+        datalist = _volume_files(bundle)
+    else:
+        items = parser.get_parsed_content("train_datalist")
+        step = max(len(items) // n_items, 1)
+        datalist = [{"image": i["image"], "label": i["label"]} for i in items[::step][:n_items]]
 
     task = BundleTrainTask(str(app_bundle), {"models": bundle.model})
     if not task.is_valid():
@@ -577,8 +592,9 @@ def check_training(bundle: Bundle, served: Path, n_items: int) -> str:
     evaluators = [r["engine"] for r in runs if not r["trainer"]]
     validation = (f"{evaluators[0]} ran on the validation split" if evaluators
                   else "no validation in epoch 1 (the bundle's val_interval)")
+    what = "volume files" if from_files else "items"
     return (f"run_id={run_id}: {trainers[0]['engine']} ran 1 epoch ({trainers[0]['iterations']} iterations on "
-            f"~{n_train} items), {validation}, {seconds:.1f} s; "
+            f"~{n_train} {what}), {validation}, {seconds:.1f} s; "
             f"overrides train#dataset#data, validate#dataset#data, train#trainer#max_epochs, train#handlers "
             f"(+CheckpointLoader), device, bundle_root; new models/model.pt loads into network_def")
 
@@ -697,6 +713,9 @@ def main(argv: list[str] | None = None) -> int:
             for b in bundles:
                 report.check(f"[{b.name}] MONAI Label BundleTrainTask accepts train.json (1 epoch)",
                              lambda b=b: check_training(b, app / "model" / b.model, args.train_items))
+                if b.task == "segmentation":
+                    report.check(f"[{b.name}] MONAI Label BundleTrainTask trains from datastore file paths (1 epoch)",
+                                 lambda b=b: check_training(b, app / "model" / b.model, args.train_items, True))
     except SystemExit as e:  # SIGTERM (see above)
         report.add("run completed", False, f"interrupted (exit code {e.code})")
         raise

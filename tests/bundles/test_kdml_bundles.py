@@ -214,6 +214,26 @@ def test_seg_3d_override_trains_on_volumes(tmp_path, data_dir):
     assert isinstance(terms["s2_teacher_feature"].loss.connector, torch.nn.Conv3d)
 
 
+def test_seg_trains_from_volume_files_as_monai_label_sends_them(tmp_path, data_dir):
+    """MONAI Label's bundle training sets train#dataset#data / validate#dataset#data to image/label *file* paths
+    (3D volumes from its datastore): the 2D bundle slices them itself (VolumeSliceDataset)."""
+    from monai_kd.data import brats_volume_datalist
+
+    brats = data_dir / "brats2015-sample"
+    files = lambda split: [{"image": i["image"], "label": i["label"]}  # noqa: E731
+                           for i in brats_volume_datalist(brats, split, "flair")]
+    parser = _parser(SEG, "train.json", bundle_root=str(tmp_path), dataset_dir=str(brats),
+                     **{"train#dataset#data": files("train"), "validate#dataset#data": files("val")})
+    dataset = parser.get_parsed_content("train#dataset")
+    assert len(dataset.data) > 100 and all(isinstance(item["image"], np.ndarray) for item in dataset.data)
+    batch = dataset[0]
+    assert tuple(batch["image"].shape) == tuple(batch["label"].shape) == (1, 64, 64)
+    assert set(np.unique(np.concatenate([np.unique(i["label"]) for i in dataset.data]))) == {0, 1}
+    _run("run_students", SEG, tmp_path, brats, **{**TINY, "regime": "ml", "train#dataset#data": files("train"),
+                                                  "validate#dataset#data": files("val")})
+    assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "model_s2.pt").is_file()
+
+
 @pytest.mark.slow
 def test_seg_3d_evaluate(tmp_path, data_dir):
     _run("run", SEG, tmp_path, data_dir / "brats2015-sample", "train.json", "train_3d.json", **TINY)

@@ -41,3 +41,5 @@ def test_monailabel_server_infer_and_train(tmp_path):
     assert "[PASS] server stopped (process group)" in output
     assert "[PASS] [kd] /infer/kd (image id)" in output and "[PASS] [kd] /infer/kd (file upload)" in output
     assert "[PASS] [kd] MONAI Label BundleTrainTask accepts train.json" in output
+    if (REPO / "bundles" / "kdml_seg").is_dir():  # Slicer's Train: datastore items are volume file paths
+        assert "[PASS] [kdml_seg] MONAI Label BundleTrainTask trains from datastore file paths" in output

@@ -52,6 +52,7 @@ Example::
 from __future__ import annotations
 
 import argparse
+import fcntl
 import functools
 import json
 import logging
@@ -66,6 +67,7 @@ import torch
 from monai.bundle import ConfigParser, run
 from monai.metrics import compute_roc_auc
 
+from monai_kd.io.atomic import atomic_paths
 from monai_kd.networks import load_pretrained
 from monai_kd.reporting import markers, write_section
 
@@ -134,11 +136,24 @@ class Evidence:
         )
 
     def save(self) -> None:
-        """Write the results file (after every record, so an interrupted session loses nothing)."""
+        """Write the results file (after every record, so an interrupted session loses nothing).
+
+        Several processes may share one results file (e.g. one per benchmark, one per CPU core): under an
+        exclusive lock, the records and selections another process wrote since are merged in before writing.
+        """
         self.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.output.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.results, indent=2))
-        tmp.replace(self.output)
+        with open(self.output.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if self.output.is_file():
+                on_disk = json.loads(self.output.read_text())
+                for rec in on_disk.get("runs", []):
+                    if self._key(rec) not in self.done:
+                        self.results["runs"].append(rec)
+                        self.done.add(self._key(rec))
+                for benchmark, selection in on_disk.get("selection", {}).items():
+                    self.results["selection"].setdefault(benchmark, selection)
+            with atomic_paths(self.output) as (tmp,):
+                Path(tmp).write_text(json.dumps(self.results, indent=2))
 
     def record(self, rec: dict) -> None:
         """Add one run record unless it is already there."""

@@ -384,3 +384,34 @@ def test_multi_gpu_config_runs_with_torchrun_on_cpu(tmp_path, brats):
         "teacher_b.pt",
         "teacher_weighting.pt",
     ]
+
+
+# --------------------------------------------------------------------------- the evidence script's bookkeeping
+
+
+def _evidence_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("emtkd_evidence", REPO / "scripts" / "emtkd_evidence.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_evidence_processes_sharing_one_results_file_keep_each_others_records(tmp_path):
+    ev = _evidence_module()
+    output = tmp_path / "results.json"
+    brats = ev.Evidence(tmp_path / "work", output, {})  # both start before either has written anything
+    pneumonia = ev.Evidence(tmp_path / "work", output, {})
+    brats.record({"benchmark": "brats", "method": "student_alone", "seed": 0, "accuracy": 0.8, "auc": 0.9})
+    pneumonia.results["selection"]["pneumonia"] = {"chosen": "gate"}
+    pneumonia.record({"benchmark": "pneumonia", "method": "student_alone", "seed": 0, "accuracy": 0.7, "auc": 0.8})
+    brats.record({"benchmark": "brats", "method": "camkd", "seed": 0, "accuracy": 0.85, "auc": 0.95})
+    brats.record({"benchmark": "brats", "method": "camkd", "seed": 0, "accuracy": 0.0, "auc": 0.0})  # already there
+    on_disk = json.loads(output.read_text())
+    runs = {(r["benchmark"], r["method"]): r["auc"] for r in on_disk["runs"]}
+    assert runs == {("brats", "student_alone"): 0.9, ("pneumonia", "student_alone"): 0.8, ("brats", "camkd"): 0.95}
+    assert on_disk["selection"] == {"pneumonia": {"chosen": "gate"}}
+    assert not list(tmp_path.glob(".tmp-*"))  # written atomically, no temporary file left
+    resumed = ev.Evidence(tmp_path / "work", output, {})
+    assert ("pneumonia", "student_alone", 0, None, None) in resumed.done

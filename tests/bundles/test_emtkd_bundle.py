@@ -19,7 +19,7 @@ from monai.transforms import NormalizeIntensity
 from monai_kd.data import brats_slice_datalist
 from monai_kd.data.domain_datalist import domain_datalist
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 BUNDLE = REPO / "bundles" / "emtkd"
 CONFIGS = BUNDLE / "configs"
@@ -389,17 +389,8 @@ def test_multi_gpu_config_runs_with_torchrun_on_cpu(tmp_path, brats):
 # --------------------------------------------------------------------------- the evidence script's bookkeeping
 
 
-def _evidence_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("emtkd_evidence", REPO / "scripts" / "emtkd_evidence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_evidence_processes_sharing_one_results_file_keep_each_others_records(tmp_path):
-    ev = _evidence_module()
+    ev = load_script("emtkd_evidence")
     output = tmp_path / "results.json"
     brats = ev.Evidence(tmp_path / "work", output, {})  # both start before either has written anything
     pneumonia = ev.Evidence(tmp_path / "work", output, {})

@@ -15,7 +15,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, load_script
 from monai.bundle import ConfigParser, run
 
 CLS = REPO / "bundles" / "kdml_cls"
@@ -254,17 +254,8 @@ def test_cls_pipeline_learns_on_pneumonia(tmp_path, data_dir):
 # --------------------------------------------------------------------------- the evidence script's bookkeeping
 
 
-def _evidence_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("kdml_evidence", REPO / "scripts" / "kdml_evidence.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_evidence_records_resume_and_tables(tmp_path):
-    ev = _evidence_module()
+    ev = load_script("kdml_evidence")
     members = {m: {"dice": 0.5 + 0.01 * i, "iou": 0.4, "fidelity": 0.9} for i, m in enumerate(("s1", "s2", "ensemble"))}
     rec = ev.record("segmentation", "kd_ml", "V3", 0, {**members, "teacher": {"dice": 0.7, "iou": 0.6}})
     assert set(rec) == {"task", "regime", "variant", "seed", "metrics"}

@@ -7,7 +7,6 @@ segmentation on the same grid, not how good the segmentation is.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 
 import nibabel as nib
@@ -15,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, load_script
 from dicom_testdata import dciodvfy_errors
 
 from monai_kd.io import load_dicom_series
@@ -108,9 +107,7 @@ def test_brats_dicom_seg_matches_nifti_prediction(flair, tmp_path):
     network = parser.get_parsed_content("network_def")
     ckpt = tmp_path / "student.pt"
     torch.save(network.state_dict(), ckpt)
-    spec = importlib.util.spec_from_file_location("brats_dicom_seg", REPO / "scripts" / "brats_dicom_seg.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("brats_dicom_seg")
     item = {"image": str(flair), "label": str(flair.parent / "OTMultiClass.nii.gz"), "subject": flair.parent.name}
 
     record = module.check_subject(item, str(bundle), str(ckpt), tmp_path / "work")

@@ -333,8 +333,10 @@ def _mean_std(values: Sequence[float | None], scale: float = 1.0) -> str:
     vals = [scale * v for v in values if v is not None]
     if not vals:
         return "-"
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{statistics.mean(vals):.2f} ± {sd:.2f}" if scale != 1.0 else f"{statistics.mean(vals):.3f} ± {sd:.3f}"
+    digits = 2 if scale != 1.0 else 3
+    if len(vals) == 1:  # no spread to show: say it is one seed rather than print "± 0"
+        return f"{vals[0]:.{digits}f} (1 seed)"
+    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
 
 
 def _runs(results: dict, regime: str, variant: str | None) -> list[dict]:

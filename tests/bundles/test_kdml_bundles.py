@@ -278,6 +278,8 @@ def test_evidence_records_resume_and_tables(tmp_path):
     table = ev.markdown("segmentation", reloaded.results, tmp_path)
     assert "| KD + ML | 51.00 ± 1.41 |" in table  # V1 S1 dice of the two seeds (0.50, 0.52), in %
     assert "| KD (off) V1 | 3.00 ± 0.00 | 3.00 ± 0.00 | 3.00 ± 0.00 | 2/2 |" in table  # the paired V3 KD + ML gain
+    assert ev._mean_std([0.515], 100.0) == "51.50 (1 seed)"  # a cell of one seed shows no made-up spread
+    assert ev._mean_std([0.5, None, 0.7]) == "0.600 ± 0.141"
     assert (tmp_path / "cka_kd_ml_V3_s1.png").is_file()
     readme = tmp_path / "README.md"
     readme.write_text(f"head\n{ev.MARK_BEGIN}\nold\n{ev.MARK_END}\ntail\n")

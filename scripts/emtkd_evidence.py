@@ -55,7 +55,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import fcntl
 import functools
 import json
 import logging
@@ -70,9 +69,9 @@ import torch
 from monai.bundle import ConfigParser, run
 from monai.metrics import compute_roc_auc
 
-from monai_kd.io.atomic import atomic_paths
 from monai_kd.networks import load_pretrained
 from monai_kd.reporting import markers, write_section
+from monai_kd.results_file import save_merged_results
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "emtkd"
@@ -141,22 +140,11 @@ class Evidence:
     def save(self) -> None:
         """Write the results file (after every record, so an interrupted session loses nothing).
 
-        Several processes may share one results file (e.g. one per benchmark, one per CPU core): under an
-        exclusive lock, the records and selections another process wrote since are merged in before writing.
+        Several processes may share one results file (e.g. one per benchmark, one per CPU core): the records and
+        selections another process wrote since are merged in before writing (:func:`save_merged_results`).
         """
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.output.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if self.output.is_file():
-                on_disk = json.loads(self.output.read_text())
-                for rec in on_disk.get("runs", []):
-                    if self._key(rec) not in self.done:
-                        self.results["runs"].append(rec)
-                        self.done.add(self._key(rec))
-                for benchmark, selection in on_disk.get("selection", {}).items():
-                    self.results["selection"].setdefault(benchmark, selection)
-            with atomic_paths(self.output) as (tmp,):
-                Path(tmp).write_text(json.dumps(self.results, indent=2))
+        save_merged_results(self.output, self.results, self._key)
+        self.done = {self._key(r) for r in self.results["runs"]}
 
     def record(self, rec: dict) -> None:
         """Add one run record unless it is already there."""

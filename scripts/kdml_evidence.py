@@ -46,6 +46,8 @@ writes into ``--work`` only (``results_<task>.json``, ``README_<task>.md``), nev
 Example::
 
     python scripts/kdml_evidence.py --tasks classification segmentation --seeds 0 1 2   # many hours, resumable
+    # or one process per CPU core, sharing results.json (after seed 0 has recorded its grid):
+    python scripts/kdml_evidence.py --tasks classification --run-seeds 0 1 & python scripts/kdml_evidence.py --tasks classification --run-seeds 2
     python scripts/kdml_evidence.py --quick                                             # minutes
     python scripts/kdml_evidence.py --dry-run                                           # list what is left to run
 """
@@ -65,9 +67,9 @@ from typing import Any
 import numpy as np
 from monai.bundle import run
 
-from monai_kd.io.atomic import atomic_paths
 from monai_kd.metrics import save_cka_heatmap
 from monai_kd.reporting import markers, write_section
+from monai_kd.results_file import save_merged_results
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -215,10 +217,8 @@ class Evidence:
         return any(r["regime"] == regime and r["variant"] == variant and r["seed"] == seed for r in self.results["runs"])
 
     def save(self) -> None:
-        """Write ``results.json`` atomically."""
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_paths(self.output) as (tmp,):
-            Path(tmp).write_text(json.dumps(self.results, indent=2) + "\n")
+        """Write ``results.json``, merging in what other processes recorded since (one process per seed may share it)."""
+        save_merged_results(self.output, self.results, _run_key)
 
     def _check_budget(self, root: Path) -> None:
         if self.deadline is not None and time.time() > self.deadline and not (root / "models").is_dir():
@@ -297,6 +297,9 @@ class Evidence:
         if not self.recorded("student_alone", None, seed):
             self.students("ml", "V1", seed, {"ml_weight": 0.0, "ml_feature_weight": 0.0}, "student_alone",
                           record_as=("student_alone", None))
+        if not first and "chosen" not in self.results["selection"]:
+            raise RuntimeError(f"seed {seed}: the feature weights are chosen on the first seed's validation grid, "
+                               "which is not recorded yet; run the first seed first")
         chosen = self.select(seed) if first else self.results["selection"]["chosen"]
         for regime in REGIMES:
             for variant in VARIANTS:
@@ -316,6 +319,10 @@ class Evidence:
             todo.append(f"grid: {2 * len(QUICK_GRID if self.quick else FEATURE_GRID)} runs on seed {seeds[0]}")
         todo += [f"seed {s}: {r} {v}" for s in seeds for r in REGIMES for v in VARIANTS if not self.recorded(r, v, s)]
         return todo
+
+
+def _run_key(record: dict) -> tuple:
+    return record["regime"], record["variant"], record["seed"]
 
 
 def _fidelity_teacher(regime: str) -> str:
@@ -469,11 +476,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="list the runs not recorded yet and exit")
     parser.add_argument("--budget-hours", type=float, default=None,
                         help="start no new training after this many hours (results so far are kept and rendered)")
+    parser.add_argument("--run-seeds", nargs="+", type=int, default=None,
+                        help="train only these of --seeds in this process, so that several processes (one per CPU "
+                             "core) share the work and the results file; the first of --seeds holds the grid")
     args = parser.parse_args(argv)
     work = args.work or REPO / "scripts" / "_work" / ("kdml_quick" if args.quick else "kdml")
     seeds = args.seeds[:1] if args.quick else args.seeds
     if not args.quick and len(seeds) < 3:
         parser.error("use at least 3 seeds (or --quick): single runs of these small sets swing by several points")
+    if args.run_seeds is not None and not set(args.run_seeds) <= set(seeds):
+        parser.error(f"--run-seeds {args.run_seeds} must be a subset of --seeds {seeds}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     deadline = None if args.budget_hours is None else time.time() + 3600 * args.budget_hours
     for task in args.tasks:
@@ -487,11 +499,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         start = time.perf_counter()
         stopped = False
         try:
-            for i, seed in enumerate(seeds):
-                evidence.run_seed(seed, first=i == 0)
+            for seed in seeds:
+                if args.run_seeds is None or seed in args.run_seeds:
+                    evidence.run_seed(seed, first=seed == seeds[0])
         except BudgetExhausted as e:
             logger.info("%s: %s; rerun the same command to continue", task, e)
             stopped = True
+        evidence.save()  # merge what processes sharing the file recorded meanwhile, so the tables show all of it
         readme = work / f"README_{task}.md" if args.quick else docs / "README.md"
         figures = work / f"figures_{task}" if args.quick else docs
         if args.quick:

@@ -286,3 +286,16 @@ def test_evidence_records_resume_and_tables(tmp_path):
     ev.write_section(readme, table)
     text = readme.read_text()
     assert text.startswith("head\n") and text.endswith("tail\n") and "old" not in text and table in text
+
+
+def test_evidence_split_across_processes_needs_the_first_seeds_grid(tmp_path, capsys):
+    ev = load_script("kdml_evidence")
+    with pytest.raises(SystemExit):
+        ev.main(["--tasks", "segmentation", "--seeds", "0", "1", "2", "--run-seeds", "3", "--work", str(tmp_path)])
+    assert "--run-seeds [3] must be a subset of --seeds [0, 1, 2]" in capsys.readouterr().err
+    evidence = ev.Evidence("segmentation", tmp_path / "results.json", tmp_path)
+    test = {m: {"dice": 0.5, "iou": 0.4} for m in ("teacher", "s1", "s2", "ensemble")}
+    for regime in ("teacher", "student_alone"):  # recorded, so nothing is trained before the check below
+        evidence.results["runs"].append(ev.record("segmentation", regime, None, 2, test))
+    with pytest.raises(RuntimeError, match="first seed's validation grid"):
+        evidence.run_seed(2, first=False)

@@ -254,7 +254,8 @@ class Evidence:
         return out
 
     def _store(self, regime: str, variant: str | None, seed: int, out: dict[str, Any], weights: dict[str, float]) -> None:
-        self.results["runs"].append(record(self.task, regime, variant, seed, out["test"]))
+        run = record(self.task, regime, variant, seed, out["test"])
+        self.results["runs"].append(run)
         key = f"{regime}_{variant}_seed{seed}" if variant else f"{regime}_seed{seed}"
         self.results["details"][key] = {
             "hyper_parameters": weights,
@@ -264,8 +265,8 @@ class Evidence:
             "cka": out["test_cka"],
             "fidelity_teacher": _fidelity_teacher(regime),
         }
-        self.save()
-        logger.info("recorded %s", self.results["runs"][-1])
+        self.save()  # may append other processes' records after this one
+        logger.info("recorded %s", run)
 
     def select(self, seed: int) -> dict[str, float]:
         """Choose ``kd_feature_weight`` and ``ml_feature_weight`` on validation (see the module docstring)."""

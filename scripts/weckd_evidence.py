@@ -61,7 +61,7 @@ CHAIN_LENGTH = 3
 GRID = [(4.0, 0.5), (4.0, 0.9), (2.0, 0.5)]  # (temperature, kd_weight)
 DATASETS = {
     "pneumoniamnist": {"dataset_dir": str(DATA / "pneumoniamnist")},
-    "breastmnist": {"dataset_dir": str(DATA / "breastmnist"), "batch_size": 32},
+    "breastmnist": {"dataset_dir": str(DATA / "breastmnist")},
 }
 METHODS = ["chain", "single_backbone_same_data", "one_step_kd", "single_backbone_union"]
 UNION = "monai.data.Dataset(monai_kd.engines.merge_datalists(@link_datalists{}), transform=@train#preprocessing)"

@@ -34,16 +34,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import shutil
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from monai.bundle import ConfigParser, run
+from monai.data import DataLoader, Dataset
 from monai.metrics import compute_roc_auc
 
 from monai_kd.data import medmnist_datalist
@@ -77,33 +76,32 @@ BASELINES = {
         "train#trainer#name": "one_step"}),
 }
 
-logger = logging.getLogger("weckd_evidence")
-
-
 def _key(record: dict) -> tuple:
     return record["dataset"], record["fraction"], record["method"], record["seed"], record["link"]
 
 
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 10) -> float:
+    """Top-label ECE with ``bins`` equal-width confidence bins: sum over bins of |accuracy - confidence| x bin share."""
+    conf, pred = probs.max(dim=1)
+    which = torch.bucketize(conf, torch.linspace(0, 1, bins + 1)[1:-1], right=False)  # bins (lo, hi]
+    correct = (pred == labels).float()
+    gap = torch.zeros(bins).index_add_(0, which, correct - conf)
+    return float(gap.abs().sum() / len(labels))
+
+
 @torch.no_grad()
 def metrics(net: torch.nn.Module, items: list[dict]) -> dict[str, float]:
-    """Accuracy, ROC AUC, NLL and 10-bin expected calibration error of ``net`` on ``items``."""
-    x = torch.as_tensor(np.stack([i["image"] for i in items]))
-    y = torch.as_tensor(np.array([i["label"] for i in items]))
+    """Accuracy, ROC AUC, NLL and expected calibration error of ``net`` on ``items`` (no augmentation)."""
     net.eval()
-    logits = torch.cat([net(x[i : i + 512]) for i in range(0, len(x), 512)])
+    loader = DataLoader(Dataset(items), batch_size=512, shuffle=False)
+    batches = [(net(torch.as_tensor(b["image"])), torch.as_tensor(b["label"])) for b in loader]
+    logits, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     probs = logits.softmax(dim=1)
-    conf, pred = probs.max(dim=1)
-    ece = 0.0
-    edges = torch.linspace(0, 1, 11)
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        sel = (conf > lo) & (conf <= hi)
-        if sel.any():
-            ece += sel.float().mean().item() * abs((pred[sel] == y[sel]).float().mean().item() - conf[sel].mean().item())
     return {
-        "accuracy": (pred == y).float().mean().item(),
-        "auc": float(compute_roc_auc(probs, torch.nn.functional.one_hot(y, probs.shape[1]))),
-        "nll": torch.nn.functional.cross_entropy(logits, y).item(),
-        "ece": ece,
+        "accuracy": (probs.argmax(dim=1) == labels).float().mean().item(),
+        "auc": float(compute_roc_auc(probs, torch.nn.functional.one_hot(labels, probs.shape[1]))),
+        "nll": torch.nn.functional.cross_entropy(logits, labels).item(),
+        "ece": expected_calibration_error(probs, labels),
     }
 
 
@@ -150,7 +148,7 @@ class Evidence:
         start = time.perf_counter()
         run(stage, config_file=CONFIG, meta_file=META, bundle_root=str(root), seed=seed, link_fraction=fraction,
             chain_length=CHAIN_LENGTH, **DATASETS[dataset], **self.overrides, **override)
-        logger.info("%s %s fraction %g seed %d in %s: %.0f s", dataset, stage, fraction, seed, root.name, time.perf_counter() - start)
+        print(f"{dataset} {stage} fraction {fraction:g} seed {seed} in {root.name}: {time.perf_counter() - start:.0f} s", flush=True)
 
     def record(self, dataset: str, fraction: float, method: str, seed: int, link: int, ckpt: Path, **extra: Any) -> None:
         if self.recorded(dataset, fraction, method, seed, link):
@@ -159,7 +157,7 @@ class Evidence:
                **self.evaluate(dataset, ckpt), **extra}
         self.results["runs"].append(rec)
         self.save()
-        logger.info("recorded %s", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()})
+        print("recorded", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}, flush=True)
 
     def chain(self, root: Path, dataset: str, fraction: float, seed: int, tau: float, alpha: float) -> Path:
         """Train (or reuse) the chain with KD terms (tau, alpha); return its checkpoint folder."""
@@ -340,7 +338,6 @@ def main() -> None:
         parser.error("use at least 3 seeds: single-seed accuracy at these label counts swings by several points")
     if 0 not in args.seeds:
         parser.error("seed 0 must be among --seeds: the KD grid runs on it")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     quick = {"max_epochs": 1, "min_iterations": 2} if args.quick else {}
     evidence = Evidence(args.output, args.work, quick)
     if not args.report_only:

@@ -192,3 +192,17 @@ def test_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="one loss per link"):
         _chain(tmp_path, loss_function=learned)
     assert chain_module.__all__  # the module's public names exist
+
+
+def test_distributed_chain_in_a_one_process_group(tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", "29517")
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        records = _chain(tmp_path, distributed=True).run()
+    finally:
+        dist.destroy_process_group()
+    assert [r["link"] for r in records] == [1, 2, 3]
+    assert "module.layer.1.weight" not in torch.load(tmp_path / "link_3.pt", weights_only=True)  # unwrapped weights

@@ -133,6 +133,13 @@ def test_chain_trains_links_in_order_each_from_the_previous(tmp_path, spy):
     assert [r["train_items"] for r in stored] == [8, 8, 8] and [r["teacher"] for r in stored] == [None, "link_1", "link_2"]
 
 
+def test_first_teacher_distils_into_link_1(tmp_path, spy):
+    teacher = TinyNet()
+    records = _chain(tmp_path, links=2, first_teacher=teacher).run()
+    assert [r["teacher"] for r in records] == ["first_teacher", "link_1"]
+    assert all(torch.equal(spy[0][1][k], v) for k, v in teacher.state_dict().items())
+
+
 def test_broken_chain_resumes_at_first_missing_link(tmp_path, spy, monkeypatch):
     original = DistillationChain._train_link
 

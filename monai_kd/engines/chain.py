@@ -31,7 +31,7 @@ import torch
 from monai.data import DataLoader
 from monai.engines import SupervisedTrainer
 from monai.handlers import LrScheduleHandler, StatsHandler, ValidationHandler, from_engine
-from monai.utils import optional_import
+from monai.utils import optional_import, set_determinism
 from torch import nn
 
 from monai_kd.engines.distillation_trainer import DistillationTrainer
@@ -254,6 +254,8 @@ class DistillationChain:
         distributed: wrap each link's network in ``DistributedDataParallel`` and shard the data with a
             ``DistributedSampler`` (process group initialised by the caller); only rank 0 writes files.
         overwrite: retrain links whose checkpoints belong to another configuration instead of raising.
+        seed: when given, ``monai.utils.set_determinism(seed + link)`` runs before each link's loader and networks
+            are built, so the links a resumed chain trains are the ones an uninterrupted run would have trained.
         trainer_kwargs: any other ``SupervisedTrainer`` argument for every link (``amp``, ``prepare_batch``, ...).
     """
 
@@ -281,6 +283,7 @@ class DistillationChain:
         progress: bool = True,
         distributed: bool = False,
         overwrite: bool = False,
+        seed: int | None = None,
         trainer_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.datasets = list(datasets)
@@ -326,6 +329,7 @@ class DistillationChain:
         self.progress = progress
         self.distributed = distributed
         self.overwrite = overwrite
+        self.seed = seed
         self.trainer_kwargs = dict(trainer_kwargs or {})
         self.records: list[dict] = []
 
@@ -468,9 +472,12 @@ class DistillationChain:
     def run(self) -> list[dict]:
         """Train the missing links in order (resuming a broken chain) and return one record per link."""
         records = self._read_records()
-        previous, teacher, retrain = "", self.first_teacher, False
+        teacher, retrain = self.first_teacher, False
+        previous = "" if teacher is None else _fingerprint({k: v.sum().item() for k, v in teacher.state_dict().items()})
         self.records = []
         for link in range(1, len(self) + 1):
+            if self.seed is not None:
+                set_determinism(seed=self.seed + link)
             loader = self._loader(link)
             epochs = self._epochs(loader)
             fingerprint = self._fingerprint(link, epochs, previous)

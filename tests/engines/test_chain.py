@@ -170,6 +170,25 @@ def test_broken_chain_resumes_at_first_missing_link(tmp_path, spy, monkeypatch):
     assert spy == []
 
 
+def test_resumed_chain_equals_uninterrupted_chain(tmp_path, monkeypatch):
+    _chain(tmp_path / "whole", seed=7).run()
+    original = DistillationChain._train_link
+
+    def crash_at_link_3(self, link, *args):
+        if link == 3:
+            raise RuntimeError("power cut")
+        return original(self, link, *args)
+
+    with monkeypatch.context() as m:
+        m.setattr(DistillationChain, "_train_link", crash_at_link_3)
+        with pytest.raises(RuntimeError):
+            _chain(tmp_path / "broken", seed=7).run()
+    torch.manual_seed(123)  # whatever happened in between
+    _chain(tmp_path / "broken", seed=7).run()
+    whole, resumed = (torch.load(tmp_path / d / "link_3.pt", weights_only=True) for d in ("whole", "broken"))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
 def test_checkpoint_without_its_record_is_retrained(tmp_path, spy):
     _chain(tmp_path).run()
     records = json.loads((tmp_path / "link.json").read_text())

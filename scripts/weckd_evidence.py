@@ -112,18 +112,30 @@ class Evidence:
         output: ``results.json`` to read (if present) and write.
         work: folder of the checkpoints.
         overrides: extra bundle overrides for every run (e.g. shorter training for a smoke test).
+        datasets: the datasets this process runs; it keeps only their ``selection`` entries in memory, so a
+            process running another dataset never writes back a stale copy of this one's (see ``save``).
     """
 
-    def __init__(self, output: Path, work: Path, overrides: dict[str, Any] | None = None) -> None:
+    def __init__(self, output: Path, work: Path, overrides: dict[str, Any] | None = None,
+                 datasets: list[str] | None = None) -> None:
         self.output, self.work, self.overrides = output, work, dict(overrides or {})
+        self.datasets = set(datasets or DATASETS)
         self.results: dict[str, Any] = {"protocol": __doc__.split("Writes")[0].strip(), "runs": [], "selection": {}}
         if output.is_file():
             self.results.update(json.loads(output.read_text()))
+        self._prune()
         self._network = None
         self._splits: dict[tuple[str, str], list[dict]] = {}
 
+    def _prune(self) -> None:
+        selection = self.results["selection"]
+        for cell in [c for c in selection if c.split("/")[0] not in self.datasets]:
+            del selection[cell]
+
     def save(self) -> None:
+        """Merge with what other processes wrote (under a lock) and write; then forget the other datasets' choices."""
         save_merged_results(self.output, self.results, _key)
+        self._prune()
 
     def recorded(self, dataset: str, fraction: float, method: str, seed: int, link: int) -> bool:
         return (dataset, fraction, method, seed, link) in {_key(r) for r in self.results["runs"]}
@@ -339,7 +351,7 @@ def main() -> None:
     if 0 not in args.seeds:
         parser.error("seed 0 must be among --seeds: the KD grid runs on it")
     quick = {"max_epochs": 1, "min_iterations": 2} if args.quick else {}
-    evidence = Evidence(args.output, args.work, quick)
+    evidence = Evidence(args.output, args.work, quick, args.datasets)
     if not args.report_only:
         for dataset in args.datasets:
             for fraction in args.fractions:

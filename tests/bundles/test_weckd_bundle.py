@@ -97,6 +97,9 @@ def test_evidence_verdict_on_hand_made_records():
     runs = [{"dataset": "d", "fraction": 0.1, "method": "chain", "link": 3, "seed": s, "accuracy": 0.80, "auc": 0.90} for s in range(3)]
     runs += [{"dataset": "d", "fraction": 0.1, "method": "single_backbone_same_data", "link": 3, "seed": s,
               "accuracy": a, "auc": 0.85} for s, a in enumerate([0.70, 0.75, 0.82])]
-    ((method, acc, auc, wins, n),) = evidence.verdicts(runs, "d", 0.1)
-    assert method == "single_backbone_same_data" and (wins, n) == (2, 3)
-    assert acc == pytest.approx((0.10 + 0.05 - 0.02) / 3) and auc == pytest.approx(0.05)
+    ((method, acc, auc),) = evidence.verdicts(runs, "d", 0.1)
+    assert method == "single_backbone_same_data"
+    assert acc == pytest.approx([0.10, 0.05, -0.02]) and auc == pytest.approx([0.05] * 3)
+    assert evidence.verdict(acc, auc) == "chain wins"  # both means up, more accurate on 2 of 3 seeds
+    assert evidence.verdict([-a for a in acc], [-a for a in auc]) == "chain loses"
+    assert evidence.verdict(acc, [-a for a in auc]) == "mixed"

@@ -140,18 +140,23 @@ def test_first_teacher_distils_into_link_1(tmp_path, spy):
     assert all(torch.equal(spy[0][1][k], v) for k, v in teacher.state_dict().items())
 
 
-def test_broken_chain_resumes_at_first_missing_link(tmp_path, spy, monkeypatch):
+def _run_until_crash(chain: DistillationChain, monkeypatch, crash_link: int) -> None:
+    """Run ``chain`` with a crash (a power cut) when training reaches ``crash_link``."""
     original = DistillationChain._train_link
 
-    def crash_at_link_2(self, link, *args):
-        if link == 2:
+    def crashing(self, link, *args):
+        if link == crash_link:
             raise RuntimeError("power cut")
         return original(self, link, *args)
 
     with monkeypatch.context() as m:
-        m.setattr(DistillationChain, "_train_link", crash_at_link_2)
+        m.setattr(DistillationChain, "_train_link", crashing)
         with pytest.raises(RuntimeError, match="power cut"):
-            _chain(tmp_path).run()
+            chain.run()
+
+
+def test_broken_chain_resumes_at_first_missing_link(tmp_path, spy, monkeypatch):
+    _run_until_crash(_chain(tmp_path), monkeypatch, crash_link=2)
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["link_1.pt"]
     link_1 = (tmp_path / "link_1.pt").read_bytes()
 
@@ -172,17 +177,7 @@ def test_broken_chain_resumes_at_first_missing_link(tmp_path, spy, monkeypatch):
 
 def test_resumed_chain_equals_uninterrupted_chain(tmp_path, monkeypatch):
     _chain(tmp_path / "whole", seed=7).run()
-    original = DistillationChain._train_link
-
-    def crash_at_link_3(self, link, *args):
-        if link == 3:
-            raise RuntimeError("power cut")
-        return original(self, link, *args)
-
-    with monkeypatch.context() as m:
-        m.setattr(DistillationChain, "_train_link", crash_at_link_3)
-        with pytest.raises(RuntimeError):
-            _chain(tmp_path / "broken", seed=7).run()
+    _run_until_crash(_chain(tmp_path / "broken", seed=7), monkeypatch, crash_link=3)
     torch.manual_seed(123)  # whatever happened in between
     _chain(tmp_path / "broken", seed=7).run()
     whole, resumed = (torch.load(tmp_path / d / "link_3.pt", weights_only=True) for d in ("whole", "broken"))

@@ -192,6 +192,8 @@ class Evidence:
         for seed in seeds:
             root = self.work / dataset / f"fraction{fraction:g}" / f"seed{seed}"
             if "chosen" not in selection:
+                if seed != 0:
+                    raise RuntimeError(f"{cell}: the KD grid runs on seed 0; run seed 0 of this cell first")
                 for tau, alpha in GRID:
                     if any(g["temperature"] == tau and g["kd_weight"] == alpha for g in selection["grid"]):
                         continue
@@ -350,6 +352,9 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=sorted(DATASETS))
     parser.add_argument("--fractions", nargs="+", type=float, default=FRACTIONS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--run-seeds", nargs="+", type=int, default=None,
+                        help="train only these of --seeds in this process (e.g. one process per core; the KD grid"
+                             " of seed 0 must be chosen first, by a process that runs seed 0)")
     parser.add_argument("--work", type=Path, default=REPO / "scripts" / "_work" / "weckd", help="checkpoints")
     parser.add_argument("--output", type=Path, default=BUNDLE / "docs" / "results.json")
     parser.add_argument("--readme", type=Path, default=BUNDLE / "docs" / "README.md")
@@ -361,12 +366,15 @@ def main() -> None:
         parser.error("use at least 3 seeds: single-seed accuracy at these label counts swings by several points")
     if 0 not in args.seeds:
         parser.error("seed 0 must be among --seeds: the KD grid runs on it")
+    run_seeds = sorted(args.run_seeds if args.run_seeds is not None else args.seeds)
+    if not set(run_seeds) <= set(args.seeds):
+        parser.error(f"--run-seeds {run_seeds} must be a subset of --seeds {args.seeds}")
     quick = {"max_epochs": 1, "min_iterations": 2} if args.quick else {}
     evidence = Evidence(args.output, args.work, quick, args.datasets)
     if not args.report_only:
         for dataset in args.datasets:
             for fraction in args.fractions:
-                evidence.run_cell(dataset, fraction, sorted(args.seeds))
+                evidence.run_cell(dataset, fraction, run_seeds)
                 write_section(args.readme, markdown(evidence.results))
                 plot(evidence.results, args.plot)
     write_section(args.readme, markdown(evidence.results))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from monai_kd.engines.distillation_engine import DistillationEngine, StepContext, TrainingStep
 from monai_kd.engines.distillation_trainer import DistillationTrainer
 from monai_kd.engines.domain_adversarial_trainer import DomainAdversarialStep, DomainAdversarialTrainer
+from monai_kd.engines.meta_step import MetaWeightedStep, connector_parameters
 from monai_kd.engines.kdml_recipes import kdml_teacher_mode, kdml_terms
 from monai_kd.engines.multi_student_trainer import (
     LossTerm,
@@ -21,6 +22,7 @@ __all__ = [
     "DomainAdversarialStep",
     "DomainAdversarialTrainer",
     "LossTerm",
+    "MetaWeightedStep",
     "MultiStudentStep",
     "MultiStudentTrainer",
     "MultiTermLoss",
@@ -28,6 +30,7 @@ __all__ = [
     "SemiSupervisedStep",
     "StepContext",
     "TrainingStep",
+    "connector_parameters",
     "kdml_teacher_mode",
     "kdml_terms",
     "trainable_parameters",

@@ -151,8 +151,12 @@ class MetaWeightedStep(TrainingStep):
         quiz_loss = self.meta_loss(quiz_pred, quiz_targets.reshape(quiz_pred.shape[0], *quiz_pred.shape[2:]).long()).mean()
         meta_grads = torch.autograd.grad(quiz_loss, self.meta_parameters, allow_unused=True)
         self.meta_optimizer.zero_grad(set_to_none=True)
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         for p, g in zip(self.meta_parameters, meta_grads):
             p.grad = torch.zeros_like(p) if g is None else g.detach()
+            if distributed:  # one meta-weight network for all ranks, as DDP keeps one student
+                torch.distributed.all_reduce(p.grad)
+                p.grad /= torch.distributed.get_world_size()
         self.meta_optimizer.step()
         return quiz_loss
 

@@ -205,21 +205,23 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def teacher_check(results: dict) -> dict:
-    """Per dataset: is every teacher better than every student alone on validation (NLL lower, accuracy higher)?"""
+    """Per dataset and teacher: better than the best student alone on validation accuracy, AUC and NLL?"""
     check = {}
     for dataset, teachers in results.get("teachers", {}).items():
         alone = [r for r in results["runs"] if r["dataset"] == dataset and r["method"] == "student_alone"]
         if not alone:
             continue
-        best_student_nll = min(statistics.mean(r["val_nll"] for r in alone if r["student"] == s)
-                               for s in {r["student"] for r in alone})
-        best_student_acc = max(statistics.mean(r["val_accuracy"] for r in alone if r["student"] == s)
-                               for s in {r["student"] for r in alone})
+        best = {}
+        for metric, pick in (("val_accuracy", max), ("val_auc", max), ("val_nll", min)):
+            best[metric] = pick(statistics.mean(r[metric] for r in alone if r["student"] == s)
+                                for s in {r["student"] for r in alone})
+        per_teacher = {
+            name: {m: (t[m] < v if m == "val_nll" else t[m] > v) for m, v in best.items()} for name, t in teachers.items()
+        }
         check[dataset] = {
-            "best_student_alone_val_nll": best_student_nll,
-            "best_student_alone_val_accuracy": best_student_acc,
-            "teachers_better": all(t["val_nll"] < best_student_nll and t["val_accuracy"] > best_student_acc
-                                   for t in teachers.values()),
+            "best_student_alone": best,
+            "teacher_better": per_teacher,
+            "teachers_better": all(all(v.values()) for v in per_teacher.values()),
         }
     return check
 
@@ -268,11 +270,14 @@ def render(results: dict) -> str:
                 lines.append(f"| {name} | {t['parameters']:,} | {t['val_nll']:.3f} | {t['val_accuracy']:.3f} | "
                              f"{t['val_auc']:.3f} | {t['auc']:.3f} | {t['accuracy']:.3f} |")
         check = results.get("teacher_check", {}).get(dataset)
-        if check:
+        if check and "best_student_alone" in check:
+            best = check["best_student_alone"]
             verdict = "yes" if check["teachers_better"] else "NO"
-            lines += ["", f"Every teacher better than the best student alone on validation (NLL < "
-                          f"{check['best_student_alone_val_nll']:.3f} and ACC > {check['best_student_alone_val_accuracy']:.3f}): "
-                          f"**{verdict}**."]
+            worse = [f"{n} ({', '.join(m for m, ok in v.items() if not ok)})" for n, v in check["teacher_better"].items()
+                     if not all(v.values())]
+            lines += ["", f"Every teacher better than the best student alone on validation (ACC > {best['val_accuracy']:.3f}, "
+                          f"AUC > {best['val_auc']:.3f}, NLL < {best['val_nll']:.3f}): **{verdict}**"
+                          + (f"; not better on: {'; '.join(worse)}." if worse else ".")]
         lines.append("")
     weights = [(r["dataset"], r["student"], r["method"], r["seed"], r["weights"]) for r in results["runs"] if "weights" in r]
     if weights:

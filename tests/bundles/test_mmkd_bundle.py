@@ -8,7 +8,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, run
 
-from conftest import REPO
+from conftest import REPO, load_script
 
 BUNDLE = REPO / "bundles" / "mmkd"
 CONFIG = str(BUNDLE / "configs" / "train.json")
@@ -86,3 +86,45 @@ def test_3d_configuration_runs_every_stage_on_adrenalmnist3d(tmp_path, data_dir)
     run("run", config_file=[CONFIG, str(BUNDLE / "configs" / "train_3d.json")], meta_file=META,
         bundle_root=str(tmp_path), **tiny_3d)
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt", "student_alone.pt", "teachers.pt"]
+
+
+def test_evidence_teacher_check_and_timing_from_records():
+    ev = load_script("mmkd_evidence")
+    rec = dict(dataset="breastmnist", seed=0, accuracy=0.8, auc=0.85)
+    results = {
+        "runs": [
+            {**rec, "student": "small", "method": "student_alone", "val_accuracy": 0.80, "val_auc": 0.85, "val_nll": 0.40},
+            {**rec, "student": "large", "method": "student_alone", "val_accuracy": 0.82, "val_auc": 0.84, "val_nll": 0.45},
+            {**rec, "student": "small", "method": "uniform", "seconds_per_iteration": 0.2},
+            {**rec, "student": "small", "method": "mmkd_logits", "seconds_per_iteration": 0.5},
+        ],
+        "teachers": {"breastmnist": {
+            "good": {"val_accuracy": 0.9, "val_auc": 0.9, "val_nll": 0.3},
+            "overconfident": {"val_accuracy": 0.9, "val_auc": 0.9, "val_nll": 0.5},
+        }},
+    }
+    check = ev.teacher_check(results)["breastmnist"]
+    assert check["best_student_alone"] == {"val_accuracy": 0.82, "val_auc": 0.85, "val_nll": 0.40}
+    assert check["teacher_better"]["good"] == {"val_accuracy": True, "val_auc": True, "val_nll": True}
+    assert check["teacher_better"]["overconfident"]["val_nll"] is False and check["teachers_better"] is False
+    assert ev.timing(results) == {"breastmnist/small/mmkd_logits": pytest.approx(2.5)}
+
+
+@pytest.mark.slow
+def test_evidence_script_records_the_issue_keys_and_resumes(tmp_path, data_dir):
+    ev = load_script("mmkd_evidence")
+    args = ["--datasets", "breastmnist", "--students", "small", "--methods", "student_alone", "mmkd_logits_features",
+            "--seeds", "0", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+            "--breast-student-epochs", "1", "--set", "teacher_epochs=1",
+            'full_train_datalist="$monai_kd.data.medmnist_datalist(@dataset_dir, \'train\', @dataset_file, fraction=0.2)"']
+    ev.main(args)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["method"], r["seed"]) for r in results["runs"]] == [("student_alone", 0), ("mmkd_logits_features", 0)]
+    for r in results["runs"]:
+        assert {"dataset", "student", "method", "seed", "accuracy", "auc"} <= set(r)
+    assert set(results["runs"][1]["weights"]) == {"resnet", "densenet", "cnn"}
+    assert "breastmnist" in results["teachers"] and (tmp_path / "out" / "mmkd_weights.png").is_file()
+    assert "student_alone" in (tmp_path / "out" / "README.md").read_text()
+    ev.main(args)  # resumed: nothing retrained, nothing duplicated
+    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in results["runs"]]

@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pydicom
 import pytest
-from dicom_testdata import copy_series, dciodvfy_errors, pydicom_file, segmentation_bundle
+from dicom_testdata import dciodvfy_errors, pydicom_file, segmentation_bundle
+from node_testdata import seg_problems, serve, wait_for
 
 pytest.importorskip("pynetdicom", reason="pip install pynetdicom (monai-kd[node]); .ci/run installs it")
 
@@ -27,18 +26,6 @@ from monai_kd.node.testing import StorageCollector, free_port, restamp_series  #
 
 pytestmark = pytest.mark.filterwarnings("ignore:DICOM series in", "ignore:.*labels.*:FutureWarning", "ignore:Invalid")
 pytest_plugins = ["dicom_testdata"]
-REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
-    """Poll ``condition()`` until it is truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout} s waiting for {what}")
 
 
 # -- queue and routing (no network) -------------------------------------------------------------------------------
@@ -168,8 +155,7 @@ def test_node_refuses_malformed_instances_and_keeps_serving(node, ct_dir, tmp_pa
     (seg_file,) = sorted((tmp_path / "out").iterdir())
     assert seg_file.name == f"{good_series}.seg.dcm"
     assert [source for _, _, source in node.collector.received] == [good_series]
-    seg = pydicom.dcmread(seg_file)
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == good_series
+    assert seg_problems(pydicom.dcmread(seg_file), [pydicom.dcmread(f, stop_before_pixels=True) for f in good]) == []
     assert dciodvfy_errors(seg_file) == []
 
 
@@ -183,18 +169,6 @@ def test_unrouted_series_is_quarantined(node, tmp_path):
 
 
 # -- kill -9 mid-series (the real command in a subprocess) --------------------------------------------------------
-def _serve(work: Path, bundle: Path, port: int, out: Path, destination: str, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "monai_kd.cli", "serve", "--work_dir", str(work), "--bundle", str(bundle),
-               "--port", str(port), "--quiet_time", "5", "--output_dir", str(out), "--destination", destination]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    before = log.stat().st_size if log.exists() else 0
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)
-    wait_for(lambda: process.poll() is not None or f"on 127.0.0.1:{port}" in log.read_text()[before:], 180,
-             "monai-kd serve to listen")
-    assert process.poll() is None, log.read_text()[-3000:]
-    return process
-
-
 @pytest.mark.slow
 def test_kill_9_mid_series_every_series_gets_exactly_one_result(ct_dir, tmp_path):
     bundle = segmentation_bundle(tmp_path / "bundle")
@@ -205,7 +179,8 @@ def test_kill_9_mid_series_every_series_gets_exactly_one_result(ct_dir, tmp_path
     port = free_port()
     address = parse_address(f"MONAIKD@127.0.0.1:{port}")
     with StorageCollector(tmp_path / "received") as collector:
-        process = _serve(work, bundle, port, out, collector.address, log)
+        options = ("--quiet_time", "5", "--output_dir", str(out), "--destination", collector.address)
+        process = serve(work, bundle, port, log, *options)
         assert set(store_files(a, address)) == {0}
         wait_for(lambda: any((work / "active").iterdir()), 60, "series A to be processed", interval=0.02)
         assert set(store_files(b[:10], address)) == {0}  # B is half received ...
@@ -214,7 +189,7 @@ def test_kill_9_mid_series_every_series_gets_exactly_one_result(ct_dir, tmp_path
         assert not any(out.glob("*.seg.dcm")) and collector.received == []
         assert len(list((work / "incoming").iterdir())) == 1 and len(list((work / "active").iterdir())) == 1
 
-        process = _serve(work, bundle, port, out, collector.address, log)
+        process = serve(work, bundle, port, log, *options)
         try:
             assert set(store_files(b, address)) == {0}  # the sender retries the whole series
             wait_for(lambda: len(list(work.glob("done/*.json"))) == 2 and not any((work / "incoming").iterdir())
@@ -230,6 +205,5 @@ def test_kill_9_mid_series_every_series_gets_exactly_one_result(ct_dir, tmp_path
     assert list(work.glob("quarantine/*.json")) == []
     for uid, files in series.items():
         seg = pydicom.dcmread(out / f"{uid}.seg.dcm")
-        referenced = {i.ReferencedSOPInstanceUID for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
-        assert referenced == {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
+        assert seg_problems(seg, [pydicom.dcmread(f, stop_before_pixels=True) for f in files]) == []
         assert int(seg.NumberOfFrames) == 2 * len(files)  # all 20 slices of B, not the 10 received before the kill

@@ -257,7 +257,8 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=[logging.StreamHandler(), logging.FileHandler(os.path.join(work_dir, "node.log"))],
     )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    for noisy in ("pynetdicom", "highdicom"):  # per-association and per-module chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     node = DicomNode(
         work_dir, rules, ae_title=ae_title, host=host, port=port, quiet_time=quiet_time, workers=workers,
         destination=None if destination is None else parse_address(destination), output_dir=output_dir,

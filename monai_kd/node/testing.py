@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ class StorageCollector:
     Attributes:
         received: ``(SOPInstanceUID, SOPClassUID, referenced source SeriesInstanceUID or "")`` per C-STORE, in
             arrival order (a resent instance appears twice).
+        first_arrival: referenced source SeriesInstanceUID -> ``time.perf_counter()`` of its first result.
     """
 
     def __init__(self, folder: str | os.PathLike, ae_title: str = "RESULTS", host: str = "127.0.0.1",
@@ -94,6 +96,7 @@ class StorageCollector:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.ae_title, self.host, self.port = ae_title, host, port or free_port(host)
         self.received: list[tuple[str, str, str]] = []
+        self.first_arrival: dict[str, float] = {}
         self._lock = threading.Lock()
         self._server: Any = None
 
@@ -108,6 +111,7 @@ class StorageCollector:
         with self._lock:
             ds.save_as(self.folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
             self.received.append((str(ds.SOPInstanceUID), str(ds.SOPClassUID), source))
+            self.first_arrival.setdefault(source, time.perf_counter())
         return 0x0000
 
     def start(self) -> StorageCollector:

@@ -207,3 +207,26 @@ def test_kill_9_mid_series_every_series_gets_exactly_one_result(ct_dir, tmp_path
         seg = pydicom.dcmread(out / f"{uid}.seg.dcm")
         assert seg_problems(seg, [pydicom.dcmread(f, stop_before_pixels=True) for f in files]) == []
         assert int(seg.NumberOfFrames) == 2 * len(files)  # all 20 slices of B, not the 10 received before the kill
+
+
+def test_delivery_is_retried_until_the_destination_answers(ct_dir, tmp_path, caplog):
+    """The PACS is down when the result is ready: the result is kept and delivered once it is back."""
+    from monai_kd.node.server import DicomNode
+
+    caplog.set_level(logging.INFO, logger="monai_kd.node")
+    port = free_port()
+    node = DicomNode(tmp_path / "work", load_routes([{"bundle": str(segmentation_bundle(tmp_path / "bundle"))}]),
+                     port=0, quiet_time=0.5, destination=parse_address(f"PACS@127.0.0.1:{port}"), retry_delay=0.5,
+                     fsync=False)
+    node.start()
+    try:
+        files = restamp_series(ct_dir, tmp_path / "ct")
+        assert set(store_files(files, parse_address(f"MONAIKD@127.0.0.1:{node.port}"))) == {0}
+        wait_for(lambda: "delivery failed" in caplog.text, 120, "a failed delivery")
+        assert list(node.queue.done_records()) == [] and list(node.queue.quarantine_records()) == []
+        with StorageCollector(tmp_path / "received", ae_title="PACS", port=port) as pacs:
+            wait_for(lambda: list(node.queue.done_records()), 60, "the delivery after the PACS came back")
+    finally:
+        node.stop()
+    assert [source for _, _, source in pacs.received] == [str(pydicom.dcmread(files[0]).SeriesInstanceUID)]
+    assert "delivering the results of an earlier run" in caplog.text  # computed once, the kept result re-sent

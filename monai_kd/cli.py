@@ -246,12 +246,18 @@ def serve(
     if (bundle is None) == (routes is None):
         raise BundleError("give either --bundle (one bundle for every series) or --routes (a rules file).")
     if routes is not None:
+        if ckpt_file or modality or description:
+            raise BundleError("--ckpt_file, --modality and --description go with --bundle; put them in the routes file.")
         rules = load_routes(routes)
     else:
         entry = {"name": os.path.basename(os.path.normpath(bundle)), "bundle": bundle, "ckpt_file": ckpt_file,
                  "modality": modality, "description": description}
         rules = load_routes([entry])
-    os.makedirs(work_dir, exist_ok=True)
+    node = DicomNode(
+        work_dir, rules, ae_title=ae_title, host=host, port=port, quiet_time=quiet_time, workers=workers,
+        destination=None if destination is None else parse_address(destination), output_dir=output_dir,
+        device=device, max_slices=max_slices, max_associations=max_associations, min_free_mb=min_free_mb,
+    )
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -259,11 +265,6 @@ def serve(
     )
     for noisy in ("pynetdicom", "highdicom"):  # per-association and per-module chatter
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    node = DicomNode(
-        work_dir, rules, ae_title=ae_title, host=host, port=port, quiet_time=quiet_time, workers=workers,
-        destination=None if destination is None else parse_address(destination), output_dir=output_dir,
-        device=device, max_slices=max_slices, max_associations=max_associations, min_free_mb=min_free_mb,
-    )
     node.serve_forever()
 
 

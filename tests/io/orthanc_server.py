@@ -1,8 +1,10 @@
 """A real PACS for the tests: Orthanc (Debian ``orthanc`` + ``orthanc-dicomweb``) on 127.0.0.1, with its own
 temporary storage folder and configuration, started and stopped by the test.
 
-Orthanc's HTTP server has no bind-address option in 1.10; ``RemoteAccessAllowed: false`` makes it refuse every
-request that does not come from the loopback interface, and every address configured here is 127.0.0.1.
+Orthanc 1.10 has no bind-address option (it listens on all interfaces), so the configuration closes what it can:
+``RemoteAccessAllowed: false`` refuses every HTTP request that does not come from the loopback interface, and the
+DICOM server accepts C-STORE/C-ECHO only from the registered modalities (``DicomAlwaysAllow*: false``), checked
+against their address, 127.0.0.1 (``DicomCheckModalityHost``). Every address configured here is 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from monai_kd.node.testing import free_port
 
+SCANNER_AE = "CT_SCANNER"  # the calling AE title tests must use to C-STORE into Orthanc
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 # forward every complete image series (never the results: SEG/SR) to the node, as a PACS auto-routing rule does
 FORWARD_LUA = """
@@ -83,8 +86,12 @@ class Orthanc:
             "DicomAet": self.ae_title,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
-            "DicomAlwaysAllowStore": True,
-            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowStore": False,
+            "DicomAlwaysAllowEcho": False,
+            "DicomCheckModalityHost": True,
+            "DicomCheckCalledAet": True,
+            # who may send: the "scanner" of the tests (calling AE CT_SCANNER) and the node's results
+            "DicomModalities": {"scanner": [SCANNER_AE, "127.0.0.1", 104]},
             "StableAge": self.stable_age,
             "Plugins": [str(DICOMWEB_PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "Host": f"127.0.0.1:{self.http_port}", "Ssl": False},
@@ -94,7 +101,7 @@ class Orthanc:
         if self.node is not None:
             lua = self.folder / "forward.lua"
             lua.write_text(FORWARD_LUA)
-            config["DicomModalities"] = {"node": [self.node[0], "127.0.0.1", self.node[1]]}
+            config["DicomModalities"]["node"] = [self.node[0], "127.0.0.1", self.node[1]]
             config["LuaScripts"] = [str(lua)]
         return config
 

@@ -230,3 +230,16 @@ def test_delivery_is_retried_until_the_destination_answers(ct_dir, tmp_path, cap
         node.stop()
     assert [source for _, _, source in pacs.received] == [str(pydicom.dcmread(files[0]).SeriesInstanceUID)]
     assert "delivering the results of an earlier run" in caplog.text  # computed once, the kept result re-sent
+
+
+def test_serve_needs_one_bundle_or_routes(tmp_path):
+    from monai_kd import cli
+    from monai_kd.bundle_utils import BundleError
+
+    with pytest.raises(BundleError, match="either --bundle .* or --routes"):
+        cli.serve(str(tmp_path / "work"))
+    bundle = segmentation_bundle(tmp_path / "bundle")
+    with pytest.raises(BundleError, match="either --bundle"):
+        cli.serve(str(tmp_path / "work"), bundle=str(bundle), routes=str(tmp_path / "routes.json"))
+    with pytest.raises(ValueError, match="destination AE and/or an output folder"):
+        cli.serve(str(tmp_path / "work"), bundle=str(bundle))

@@ -22,12 +22,12 @@ import pydicom
 import pytest
 from dicom_testdata import dciodvfy_errors, segmentation_bundle
 from node_testdata import REPO, seg_problems, serve, wait_for
-from orthanc_server import Orthanc
+from orthanc_server import SCANNER_AE, Orthanc
 
 pytest.importorskip("pynetdicom", reason="pip install pynetdicom (monai-kd[node]); .ci/run installs it")
 pytest.importorskip("dicomweb_client", reason="pip install dicomweb-client (monai-kd[node]); .ci/run installs it")
 
-from monai_kd.node import parse_address, store_files  # noqa: E402
+from monai_kd.node import StoreError, parse_address, store_files  # noqa: E402
 from monai_kd.node.testing import free_port, restamp_series  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:DICOM series in", "ignore:.*labels.*:FutureWarning")]
@@ -57,7 +57,7 @@ def test_pacs_forwards_a_series_to_the_node_and_receives_the_seg(ct_dir, tmp_pat
         node = serve(tmp_path / "work", bundle, node_port, tmp_path / "serve.log", "--quiet_time", "2",
                      "--destination", pacs.address, "--modality", "CT")
         try:
-            assert set(store_files(files, parse_address(pacs.address), calling_ae="CT_SCANNER")) == {0}
+            assert set(store_files(files, parse_address(pacs.address), calling_ae=SCANNER_AE)) == {0}
             seg, path = _seg_in_orthanc(pacs, study_uid, tmp_path)
         finally:
             node.send_signal(signal.SIGTERM)
@@ -81,7 +81,12 @@ def test_infer_dicomweb_pulls_from_orthanc_and_stores_the_seg_back(ct_dir, tmp_p
     files = restamp_series(ct_dir, tmp_path / "ct", edit=deidentified)
     headers, study_uid, series_uid = _sent(files)
     with Orthanc(tmp_path / "orthanc") as pacs:
-        assert set(store_files(files, parse_address(pacs.address), calling_ae="CT_SCANNER")) == {0}
+        try:  # only registered modalities may store (Orthanc listens on every interface)
+            assert store_files(files[:1], parse_address(pacs.address), calling_ae="STRANGER") != [0]
+        except StoreError:
+            pass
+        assert pacs.get("/instances") == []
+        assert set(store_files(files, parse_address(pacs.address), calling_ae=SCANNER_AE)) == {0}
         command = [sys.executable, "-m", "monai_kd.cli", "infer-dicomweb", "--url", pacs.dicomweb,
                    "--study", study_uid, "--series", series_uid, "--bundle", str(bundle)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "NO_PROXY": "127.0.0.1"}

@@ -106,6 +106,7 @@ class WorkQueue:
         self._lock = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._arrivals: dict[str, float] = {}  # series folder name -> monotonic time of its last instance
+        self._not_before: dict[str, float] = {}  # job id -> monotonic time before which it is not claimed again
 
     def _dir(self, state: str) -> Path:
         return self.root / state
@@ -177,20 +178,28 @@ class WorkQueue:
     def claim(self, timeout: float = 1.0) -> Job | None:
         """Take the oldest queued job (moved to ``active/``), waiting up to ``timeout`` seconds for one."""
         with self._lock:
-            jobs = self.queued()
+            jobs = self._due()
             if not jobs:
                 self._ready.wait(timeout)
-                jobs = self.queued()
+                jobs = self._due()
             if not jobs:
                 return None
             job_id = jobs[0]
+            self._not_before.pop(job_id, None)
             os.replace(self._dir("queued") / job_id, self._dir("active") / job_id)
         return Job(job_id, self._dir("active") / job_id, self._dir("results") / job_id)
 
-    def requeue(self, job: Job) -> None:
-        """Put a claimed job back in the queue (its results, if complete, are kept and delivered next time)."""
+    def _due(self) -> list[str]:
+        """Queued job ids that may be claimed now, oldest first."""
+        now = time.monotonic()
+        return [j for j in self.queued() if self._not_before.get(j, 0.0) <= now]
+
+    def requeue(self, job: Job, delay: float = 0.0) -> None:
+        """Put a claimed job back in the queue, claimable again after ``delay`` seconds (its results, if complete,
+        are kept and delivered next time)."""
         with self._lock:
             os.replace(job.path, self._dir("queued") / job.job_id)
+            self._not_before[job.job_id] = time.monotonic() + delay
 
     def mark_results_complete(self, job: Job) -> None:
         """Record that ``job.results`` holds the finished outputs."""

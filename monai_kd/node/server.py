@@ -353,8 +353,7 @@ class DicomNode:
             delivered = self._deliver(files)
         except Exception as e:  # noqa: BLE001 - the result is kept; delivery is retried
             logger.error("%s: delivery failed, retrying in %.0f s: %s", job.job_id, self.retry_delay, e)
-            self.queue.requeue(job)
-            self._stop.wait(self.retry_delay)
+            self.queue.requeue(job, delay=self.retry_delay)
             return
         seconds = time.perf_counter() - start
         record = {**info, "outputs": [p.name for p in files], "delivered": delivered, "seconds": round(seconds, 3),

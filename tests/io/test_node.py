@@ -69,6 +69,17 @@ def test_queue_survives_a_crash_at_every_state(tmp_path):
     assert WorkQueue(tmp_path / "work").recover()["already_done"] == 1
 
 
+def test_a_requeued_job_waits_its_retry_delay(tmp_path):
+    queue = WorkQueue(tmp_path / "work", fsync=False)
+    queue.write_instance(b"x", "1.2.3", "1.2.3.1")
+    queue.seal_quiet(0.0)
+    job = queue.claim()
+    queue.requeue(job, delay=0.3)
+    assert queue.queued() == [job.job_id] and queue.claim(timeout=0.01) is None  # not due yet
+    time.sleep(0.3)
+    assert queue.claim(timeout=0.01).job_id == job.job_id
+
+
 def test_routing_rules(tmp_path):
     ct, mr = segmentation_bundle(tmp_path / "ct"), segmentation_bundle(tmp_path / "mr")
     rules = tmp_path / "routes.json"
@@ -92,15 +103,16 @@ def test_routing_rules(tmp_path):
 # -- a running node (in-process) ----------------------------------------------------------------------------------
 @pytest.fixture
 def node(tmp_path):
-    """A node on a free loopback port with the tiny CT bundle (CT only), quiet time 1 s, results to a folder and
-    to a receiving SCP."""
+    """A node on a free loopback port with the tiny CT bundle (CT only), quiet time 1 s, two workers sharing the
+    loaded model, results to a folder and to a receiving SCP."""
     from monai_kd.node.server import DicomNode
 
     bundle = segmentation_bundle(tmp_path / "bundle")
     collector = StorageCollector(tmp_path / "received").start()
     node = DicomNode(
         tmp_path / "work", load_routes([{"name": "ct", "bundle": str(bundle), "modality": "CT"}]), port=0,
-        quiet_time=1.0, destination=parse_address(collector.address), output_dir=tmp_path / "out", fsync=False,
+        quiet_time=1.0, workers=2, destination=parse_address(collector.address), output_dir=tmp_path / "out",
+        fsync=False,
     )
     node.start()
     node.collector = collector

@@ -30,7 +30,7 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
 def serve(work: Path, bundle: Path, port: int, log: Path, *options: str) -> subprocess.Popen:
     """Start ``monai-kd serve`` (``python -m monai_kd.cli serve``) on 127.0.0.1:``port``; wait until it listens."""
     command = [sys.executable, "-m", "monai_kd.cli", "serve", "--work_dir", str(work), "--bundle", str(bundle),
-               "--port", str(port), *options]
+               "--port", str(port), "--min_free_mb", "50", *options]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     before = log.stat().st_size if log.exists() else 0
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log, "a"), stderr=subprocess.STDOUT)

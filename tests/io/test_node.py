@@ -112,7 +112,7 @@ def node(tmp_path):
     node = DicomNode(
         tmp_path / "work", load_routes([{"name": "ct", "bundle": str(bundle), "modality": "CT"}]), port=0,
         quiet_time=1.0, workers=2, destination=parse_address(collector.address), output_dir=tmp_path / "out",
-        fsync=False,
+        fsync=False, min_free_mb=50,
     )
     node.start()
     node.collector = collector
@@ -169,6 +169,8 @@ def test_node_refuses_malformed_instances_and_keeps_serving(node, ct_dir, tmp_pa
     assert [source for _, _, source in node.collector.received] == [good_series]
     assert seg_problems(pydicom.dcmread(seg_file), [pydicom.dcmread(f, stop_before_pixels=True) for f in good]) == []
     assert dciodvfy_errors(seg_file) == []
+    node.min_free_mb = 1e12  # a full disk: refused as Out of Resources (the sender retries later), nothing stored
+    assert store_files(good[:1], node.address) == [0xA700] and node.queue.incoming_series() == []
 
 
 def test_unrouted_series_is_quarantined(node, tmp_path):
@@ -229,7 +231,7 @@ def test_delivery_is_retried_until_the_destination_answers(ct_dir, tmp_path, cap
     port = free_port()
     node = DicomNode(tmp_path / "work", load_routes([{"bundle": str(segmentation_bundle(tmp_path / "bundle"))}]),
                      port=0, quiet_time=0.5, destination=parse_address(f"PACS@127.0.0.1:{port}"), retry_delay=0.5,
-                     fsync=False)
+                     fsync=False, min_free_mb=50)
     node.start()
     try:
         files = restamp_series(ct_dir, tmp_path / "ct")

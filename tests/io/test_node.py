@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from dicom_testdata import dciodvfy_errors, pydicom_file, segmentation_bundle
+from dicom_testdata import KD_BUNDLE, dciodvfy_errors, pydicom_file, segmentation_bundle
 from node_testdata import seg_problems, serve, wait_for
 
 pytest.importorskip("pynetdicom", reason="pip install pynetdicom (monai-kd[node]); .ci/run installs it")
@@ -257,3 +257,41 @@ def test_serve_needs_one_bundle_or_routes(tmp_path):
         cli.serve(str(tmp_path / "work"), bundle=str(bundle), routes=str(tmp_path / "routes.json"))
     with pytest.raises(ValueError, match="destination AE and/or an output folder"):
         cli.serve(str(tmp_path / "work"), bundle=str(bundle))
+
+
+def test_series_are_routed_by_description_to_their_bundles(ct_dir, kd_checkpoint, tmp_path, monkeypatch):
+    """Two CT series, told apart by Series Description: one to the segmentation bundle (SEG), one to the kd
+    classifier (SR); both models are loaded once at start-up and reused."""
+    from monai_kd.dicom_inference import BundlePredictor
+    from monai_kd.node.server import DicomNode
+
+    routes = load_routes([
+        {"name": "organs", "bundle": str(segmentation_bundle(tmp_path / "bundle")), "modality": "CT",
+         "description": "body"},
+        {"name": "chest", "bundle": str(KD_BUNDLE), "ckpt_file": str(kd_checkpoint), "modality": "CT",
+         "description": "^chest"},
+    ])
+    node = DicomNode(tmp_path / "work", routes, port=0, quiet_time=0.5, output_dir=tmp_path / "out", fsync=False,
+                     min_free_mb=50)
+    node.start()
+
+    def no_second_load(*args, **kwargs):
+        raise AssertionError("a model was loaded again for a series")
+
+    monkeypatch.setattr(BundlePredictor, "__init__", no_second_load)
+    try:
+        body = restamp_series(ct_dir, tmp_path / "body")
+        chest = restamp_series(ct_dir, tmp_path / "chest", description="Chest 3.0")
+        address = parse_address(f"MONAIKD@127.0.0.1:{node.port}")
+        assert set(store_files(body, address)) == {0} and set(store_files(chest, address)) == {0}
+        wait_for(lambda: len(list(node.queue.done_records())) == 2, 120, "both series")
+    finally:
+        node.stop()
+    records = {r["series_uid"]: r for r in node.queue.done_records()}
+    body_uid, chest_uid = (str(pydicom.dcmread(files[0]).SeriesInstanceUID) for files in (body, chest))
+    assert records[body_uid]["route"] == "organs" and records[chest_uid]["route"] == "chest"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        [f"{body_uid}.seg.dcm", f"{chest_uid}.sr.dcm", f"{chest_uid}.classification.json"])
+    assert pydicom.dcmread(tmp_path / "out" / f"{chest_uid}.sr.dcm").Modality == "SR"
+    for name in (f"{body_uid}.seg.dcm", f"{chest_uid}.sr.dcm"):
+        assert dciodvfy_errors(tmp_path / "out" / name) == []

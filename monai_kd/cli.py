@@ -229,7 +229,8 @@ def serve(
         ae_title: our AE title.
         host: address to listen on.
         port: port to listen on.
-        quiet_time: seconds without a new instance after which a series is complete.
+        quiet_time: seconds without a new instance, after the sending association ended, after which a
+            series is complete.
         workers: series processed at once.
         destination: ``AE@host:port`` to C-STORE results to (e.g. the PACS).
         output_dir: folder to write results to.

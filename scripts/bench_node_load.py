@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Load benchmark of ``monai-kd serve``: 20 series pushed at once; every result must arrive exactly once.
 
-    OMP_NUM_THREADS=1 python scripts/bench_node_load.py [--ct_copies 14] [--workers 1] [--quiet_time 5]
+    OMP_NUM_THREADS=1 python scripts/bench_node_load.py [--ct_copies 14] [--workers 1,2] [--quiet_time 5]
         [--work scripts/_work/bench_node_load] [--markdown_only]
 
 The series: ``--ct_copies`` copies of the real CT series ``../shared/data/totalsegmentator-examples/
@@ -14,7 +14,8 @@ The node is the real command, ``python -m monai_kd.cli serve``, in its own proce
 rules CT -> ``bundles/kd`` (2D classifier: Comprehensive SR of the middle slice) and MR with a description
 matching ``flair`` -> ``bundles/kdml_seg`` (2D U-Net slice by slice: DICOM SEG). Results go by C-STORE to a
 receiving storage SCP (:class:`monai_kd.node.testing.StorageCollector`) and to an output folder. All series are
-pushed at the same moment, one association per series (20 threads).
+pushed at the same moment, one association per series (20 threads); once per worker count of ``--workers``
+(default 1 and 2), each with a new node and work folder.
 
 Measured: the wall time from the first C-STORE until the last result arrived, hence series per hour; each
 series' latency (push start -> its result received; includes the quiet time); the node process' peak resident
@@ -106,13 +107,8 @@ def _peak_and_current_mb(pid: int) -> tuple[float, float]:
     return values["VmHWM"], values["VmRSS"]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from monai_kd.node import parse_address, store_files
-    from monai_kd.node.testing import StorageCollector, free_port
-
-    work = Path(args.work).resolve()
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+def _routes_and_weights(work: Path) -> tuple[dict, dict]:
+    """The routing rules file (CT -> kd, MR flair -> kdml_seg) and the weights used."""
     kd, kdml_seg = REPO / "bundles" / "kd", REPO / "bundles" / "kdml_seg"
     weights = {"kd": _fresh_weights(kd, work / "kd.pt"), "kdml_seg": _fresh_weights(kdml_seg, work / "kdml_seg.pt")}
     routes = {"routes": [
@@ -121,18 +117,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
          "description": "flair"},
     ]}
     (work / "routes.json").write_text(json.dumps(routes, indent=2))
-    print("== writing the series", flush=True)
-    series = prepare_series(work, args.ct_copies)
-    instances = sum(len(s["files"]) for s in series)
-    print(f"   {len(series)} series, {instances} instances", flush=True)
+    return routes, weights
+
+
+def run_node(work: Path, series: list[dict], workers: int, quiet_time: float, timeout: float) -> dict[str, Any]:
+    """Start ``monai-kd serve`` with ``workers`` workers, push every series at once, collect the results."""
+    from monai_kd.node import parse_address, store_files
+    from monai_kd.node.testing import StorageCollector, free_port
 
     port = free_port()
     collector = StorageCollector(work / "received").start()
     arrivals = collector.first_arrival  # source series -> perf_counter() when its first result arrived
     log = work / "serve.log"
     command = [sys.executable, "-m", "monai_kd.cli", "serve", "--work_dir", str(work / "node"), "--routes",
-               str(work / "routes.json"), "--port", str(port), "--quiet_time", str(args.quiet_time), "--workers",
-               str(args.workers), "--destination", collector.address, "--output_dir", str(work / "out"),
+               str(work.parent / "routes.json"), "--port", str(port), "--quiet_time", str(quiet_time), "--workers",
+               str(workers), "--destination", collector.address, "--output_dir", str(work / "out"),
                "--max_associations", str(len(series) + 4)]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
@@ -147,14 +146,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         address = parse_address(f"MONAIKD@127.0.0.1:{port}")
         barrier = threading.Barrier(len(series))
         statuses: dict[str, list[int]] = {}
-        pushed: dict[str, float] = {}
+
+        failures: dict[str, str] = {}
 
         def push(s: dict) -> None:
             barrier.wait()
-            statuses[s["name"]] = store_files(s["files"], address, calling_ae="BENCH")
-            pushed[s["name"]] = time.perf_counter()
+            try:
+                statuses[s["name"]] = store_files(s["files"], address, calling_ae="BENCH")
+            except Exception as e:  # noqa: BLE001 - recorded: the series then reaches the node incomplete
+                failures[s["name"]] = f"{type(e).__name__}: {e}"
 
-        print(f"== pushing {len(series)} series at once to {address}", flush=True)
+        print(f"== {workers} worker(s): pushing {len(series)} series at once to {address}", flush=True)
         threads = [threading.Thread(target=push, args=(s,)) for s in series]
         start = time.perf_counter()
         for t in threads:
@@ -163,38 +165,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t.join()
         push_seconds = time.perf_counter() - start
         print(f"   pushed in {push_seconds:.1f} s; waiting for the results", flush=True)
-        expected = {s["series_uid"] for s in series}
-        deadline = time.monotonic() + args.timeout
+        deadline = time.monotonic() + timeout
         quarantine = work / "node" / "quarantine"
         while len(arrivals) + len(list(quarantine.glob("*.json"))) < len(series) and time.monotonic() < deadline:
             time.sleep(0.5)
         wall = max(arrivals.values(), default=time.perf_counter()) - start
-        time.sleep(2 * args.quiet_time + 2)  # anything duplicated would arrive now
+        time.sleep(2 * quiet_time + 2)  # anything duplicated would arrive now
         peak_rss, _ = _peak_and_current_mb(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(120)
         collector.stop()
 
+    import re
+
+    stored = re.search(r"(\d+) instance\(s\) stored, ([\d.]+) ms per C-STORE on average, ([\d.]+) s at most",
+                       log.read_text())
+    expected = {s["series_uid"] for s in series}
     counts = Counter(source for _, _, source in collector.received)
-    refused = sum(1 for v in statuses.values() for s in v if s != 0)
     latencies = {s["name"]: arrivals[s["series_uid"]] - start for s in series if s["series_uid"] in arrivals}
     done = [json.loads(p.read_text()) for p in sorted((work / "node" / "done").glob("*.json"))]
-    quarantined = [json.loads(p.read_text()) for p in sorted(quarantine.glob("*.json"))]
-    import torch
-
-    return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "command": ["scripts/bench_node_load.py", *sys.argv[1:]],
-        "environment": {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
-                        "omp_num_threads": env["OMP_NUM_THREADS"], "machine": platform.machine()},
-        "settings": {"workers": args.workers, "quiet_time": args.quiet_time, "ct_copies": args.ct_copies},
-        "routes": routes["routes"],
-        "weights": {k: ("trained: " + v) if "models" in v else "freshly initialised (seed 0)" for k, v in weights.items()},
-        "series": len(series),
-        "series_by_modality": dict(Counter(s["modality"] for s in series)),
-        "instances": instances,
-        "refused_instances": refused,
+    sent = {s["series_uid"]: len(s["files"]) for s in series}
+    run = {
+        "workers": workers,
+        "refused_instances": sum(1 for v in statuses.values() for s in v if s != 0),
         "push_seconds": round(push_seconds, 2),
         "wall_seconds": round(wall, 2),
         "series_per_hour": round(len(series) / wall * 3600, 1) if wall > 0 else None,
@@ -205,50 +199,73 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "lost": sorted(expected - set(counts)),
         "duplicated": sorted(uid for uid, n in counts.items() if n > 1),
         "unexpected": sorted(set(counts) - expected),
-        "quarantined": [q["reason"] for q in quarantined],
+        "quarantined": [json.loads(p.read_text())["reason"] for p in sorted(quarantine.glob("*.json"))],
+        "push_failures": failures,
+        "incomplete": {d["series_uid"]: f"{d['instances']} of {sent[d['series_uid']]} instances" for d in done
+                       if d["series_uid"] in sent and d["instances"] < sent[d["series_uid"]]},
         "outputs_in_folder": len(list((work / "out").glob("*.dcm"))),
+        "node_c_store_ms_mean": float(stored.group(2)) if stored else None,
+        "node_c_store_seconds_max": float(stored.group(3)) if stored else None,
         "node_idle_rss_mb": round(idle_rss, 1),
         "node_peak_rss_mb": round(peak_rss, 1),
     }
+    print(f"   {run['series_with_result']}/{len(series)} results, {run['series_per_hour']} series/h, "
+          f"peak {run['node_peak_rss_mb']} MB", flush=True)
+    return run
+
+
+def _ok(run: dict) -> bool:
+    return not (run["lost"] or run["duplicated"] or run["unexpected"] or run["quarantined"]
+                or run.get("push_failures") or run.get("incomplete"))
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})" if values else "-"
 
 
 def markdown(report: dict) -> str:
-    env, settings = report["environment"], report["settings"]
-    lat = list(report["latency_seconds"].values())
-    node_seconds = list(report["node_seconds_per_series"].values())
+    env, settings, runs = report["environment"], report["settings"], report["runs"]
     by_modality = ", ".join(f"{n} {m}" for m, n in report["series_by_modality"].items())
-    ok = not (report["lost"] or report["duplicated"] or report["unexpected"] or report["quarantined"])
+
+    def row(name: str, cell) -> str:
+        return f"| {name} | " + " | ".join(cell(r) for r in runs) + " |"
+
     lines = [
         f"Generated by `OMP_NUM_THREADS={env['omp_num_threads']} python {' '.join(report['command'])}` "
         f"({report['date']}, {env['machine']}, {env['cpu_count']} CPUs shared with other work, Python "
-        f"{env['python']}, torch {env['torch']}). `monai-kd serve` in its own process on 127.0.0.1 with "
-        f"{settings['workers']} worker(s) and a {settings['quiet_time']:g} s quiet time; routes CT -> `bundles/kd` "
-        "(SR of the middle slice) and MR 'flair' -> `bundles/kdml_seg` (SEG, slice by slice); weights "
+        f"{env['python']}, torch {env['torch']}). `monai-kd serve` in its own process on 127.0.0.1 with a "
+        f"{settings['quiet_time']:g} s quiet time; routes CT -> `bundles/kd` (SR of the middle slice) and MR "
+        "'flair' -> `bundles/kdml_seg` (SEG, slice by slice); weights "
         + "; ".join(f"{k}: {v}" for k, v in report["weights"].items())
         + f". {report['series']} series ({by_modality}; {report['instances']:,} instances) pushed at the same "
-        "moment, one association each; results C-STOREd to a receiving SCP and written to a folder.",
+        "moment, one association each; results C-STOREd to a receiving SCP and written to a folder. A new node "
+        "and work folder for each column.",
         "",
-        "| measure | value |",
-        "|---|---:|",
-        f"| series pushed / with a result / results received | {report['series']} / {report['series_with_result']} / "
-        f"{report['results_received']} |",
-        f"| lost / duplicated / quarantined | {len(report['lost'])} / {len(report['duplicated'])} / "
-        f"{len(report['quarantined'])} |",
-        f"| instances refused | {report['refused_instances']} |",
-        f"| push of all instances (s) | {report['push_seconds']:.1f} |",
-        f"| first C-STORE -> last result (s) | {report['wall_seconds']:.1f} |",
-        f"| **series per hour** | **{report['series_per_hour']:,.0f}** |",
-        f"| latency per series, median (min-max) (s) | {statistics.median(lat):.1f} ({min(lat):.1f}-{max(lat):.1f}) |"
-        if lat else "| latency per series (s) | - |",
-        f"| node processing per series, median (min-max) (s) | {statistics.median(node_seconds):.1f} "
-        f"({min(node_seconds):.1f}-{max(node_seconds):.1f}) |" if node_seconds else "| node processing (s) | - |",
-        f"| node resident memory idle after start-up (MB) | {report['node_idle_rss_mb']:,.0f} |",
-        f"| **node peak resident memory (MB)** | **{report['node_peak_rss_mb']:,.0f}** |",
+        "| measure | " + " | ".join(f"{r['workers']} worker{'s' if r['workers'] > 1 else ''}" for r in runs) + " |",
+        "|---|" + "---:|" * len(runs),
+        row("series pushed / with a result / results received",
+            lambda r: f"{report['series']} / {r['series_with_result']} / {r['results_received']}"),
+        row("lost / duplicated / quarantined",
+            lambda r: f"{len(r['lost'])} / {len(r['duplicated'])} / {len(r['quarantined'])}"),
+        row("instances refused / series whose push failed / results of incomplete series",
+            lambda r: f"{r['refused_instances']} / {len(r.get('push_failures', {}))} / {len(r.get('incomplete', {}))}"),
+        row("push of all instances (s)", lambda r: f"{r['push_seconds']:.1f}"),
+        row("first C-STORE -> last result (s)", lambda r: f"{r['wall_seconds']:.1f}"),
+        row("**series per hour**", lambda r: f"**{r['series_per_hour']:,.0f}**"),
+        row("latency per series, median (min-max) (s)", lambda r: _spread(list(r["latency_seconds"].values()))),
+        row("node processing per series, median (min-max) (s)",
+            lambda r: _spread(list(r["node_seconds_per_series"].values()))),
+        row("node C-STORE handling, mean (ms) / max (s)",
+            lambda r: f"{r.get('node_c_store_ms_mean') or 0:.1f} / {r.get('node_c_store_seconds_max') or 0:.2f}"),
+        row("node resident memory idle after start-up (MB)", lambda r: f"{r['node_idle_rss_mb']:,.0f}"),
+        row("**node peak resident memory (MB)**", lambda r: f"**{r['node_peak_rss_mb']:,.0f}**"),
         "",
-        ("All results arrived, each exactly once." if ok else "**Not every series got exactly one result** (see "
-         "the JSON: lost / duplicated / quarantined)."),
+        ("All results arrived, each exactly once and of the complete series, in every run." if all(_ok(r) for r in runs)
+         else "**Not every series got exactly one result of the complete series** (see the JSON: lost / duplicated "
+         "/ quarantined / push_failures / incomplete)."),
         "Latency counts from the common push start, so it includes waiting in the queue behind the other series and "
-        "the quiet time; *node processing* is routing, decoding, inference, writing and delivery of one series.",
+        "the quiet time; *node processing* is routing, decoding, inference, writing and delivery of one series "
+        "(with several workers they share the 2 cores, so each takes longer).",
     ]
     return "\n".join(lines)
 
@@ -256,20 +273,49 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ct_copies", type=int, default=14)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts, one run each")
     parser.add_argument("--quiet_time", type=float, default=5.0)
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for all results")
     parser.add_argument("--work", default=str(REPO / "scripts" / "_work" / "bench_node_load"))
     parser.add_argument("--markdown_only", action="store_true", help="re-render the section from the JSON")
     args = parser.parse_args(argv)
-    out_json = Path(args.work).resolve().parent / "bench_node_load.json"
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    work = Path(args.work).resolve()
+    out_json = work.parent / "bench_node_load.json"
     if args.markdown_only:
         report = json.loads(out_json.read_text())
     else:
         for path in (CT, BRATS):
             if not path.is_dir():
                 raise SystemExit(f"bench_node_load.py: error: data not found: {path}")
-        report = run(args)
+        import torch
+
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        routes, weights = _routes_and_weights(work)
+        print("== writing the series", flush=True)
+        series = prepare_series(work, args.ct_copies)
+        report = {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "command": ["scripts/bench_node_load.py", *(argv if argv is not None else sys.argv[1:])],
+            "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                            "cpu_count": os.cpu_count(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "1"),
+                            "machine": platform.machine()},
+            "settings": {"quiet_time": args.quiet_time, "ct_copies": args.ct_copies},
+            "routes": routes["routes"],
+            "weights": {k: "trained: " + v if "models" in v else "freshly initialised (seed 0)"
+                        for k, v in weights.items()},
+            "series": len(series),
+            "series_by_modality": dict(Counter(s["modality"] for s in series)),
+            "instances": sum(len(s["files"]) for s in series),
+            "runs": [],
+        }
+        print(f"   {report['series']} series, {report['instances']} instances", flush=True)
+        for workers in (int(w) for w in str(args.workers).split(",")):
+            report["runs"].append(run_node(work / f"workers{workers}", series, workers, args.quiet_time,
+                                           args.timeout))
         out_json.write_text(json.dumps(report, indent=2))
     from monai_kd.reporting import write_section
 
@@ -277,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     write_section(OUT_MD, text, SECTION)
     print(text)
     print(f"wrote {out_json} and the '{SECTION}' section of {OUT_MD.relative_to(REPO)}")
-    ok = not (report["lost"] or report["duplicated"] or report["unexpected"] or report["quarantined"])
-    return 0 if ok else 1
+    return 0 if all(_ok(r) for r in report["runs"]) else 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ resumes from there:
 ``tmp/``                            instances being written (removed on restart: they were never acknowledged)
 ``incoming/<SeriesUID>/<SOP>.dcm``  instances of a series still arriving; a C-STORE is acknowledged only after
                                     its file is renamed here
-``queued/<job>/``                   a complete series (no instance for ``quiet_time`` seconds), waiting
+``queued/<job>/``                   a complete series (its associations ended, then no instance for
+                                    ``quiet_time`` seconds), waiting
 ``active/<job>/``                   a series being processed (moved back to ``queued/`` on restart)
 ``results/<job>/``                  its outputs; ``.complete`` marks them finished, so a restart delivers the
                                     same files again instead of computing new ones (same SOP Instance UIDs: a
@@ -107,6 +108,7 @@ class WorkQueue:
         self._ready = threading.Condition(self._lock)
         self._arrivals: dict[str, float] = {}  # series folder name -> monotonic time of its last instance
         self._not_before: dict[str, float] = {}  # job id -> monotonic time before which it is not claimed again
+        self._holders: dict[str, set[object]] = {}  # series folder name -> open associations that sent to it
 
     def _dir(self, state: str) -> Path:
         return self.root / state
@@ -116,13 +118,15 @@ class WorkQueue:
         """A fresh path in ``tmp/`` to write a received instance to before :meth:`add`."""
         return self._dir("tmp") / f"{_safe_name(sop_uid)}.{threading.get_ident()}.{time.monotonic_ns()}.dcm"
 
-    def write_instance(self, data: bytes, series_uid: str, sop_uid: str) -> Path:
+    def write_instance(self, data: bytes, series_uid: str, sop_uid: str, holder: object | None = None) -> Path:
         """Store one received instance (bytes of a DICOM file) under its series; durable when this returns.
 
         Args:
             data: the encoded file (preamble, file meta, dataset).
             series_uid: its Series Instance UID.
             sop_uid: its SOP Instance UID (a resent instance replaces the earlier copy).
+            holder: the association that sent it; the series is not complete while that association is open
+                (see :meth:`release`), unless it stays silent for ``hold_limit`` seconds.
 
         Returns:
             The stored path.
@@ -140,24 +144,41 @@ class WorkQueue:
             target = folder / f"{_safe_name(sop_uid)}.dcm"
             os.replace(temp, target)
             self._arrivals[series] = time.monotonic()
+            if holder is not None:
+                self._holders.setdefault(series, set()).add(holder)
         return target
+
+    def release(self, holder: object) -> None:
+        """An association ended: its series become complete a quiet time from now (if nothing else holds them)."""
+        now = time.monotonic()
+        with self._lock:
+            for series, holders in list(self._holders.items()):
+                if holder in holders:
+                    holders.discard(holder)
+                    self._arrivals[series] = now
+                    if not holders:
+                        del self._holders[series]
 
     def incoming_series(self) -> list[str]:
         """Series folders still collecting instances."""
         return sorted(p.name for p in self._dir("incoming").iterdir() if p.is_dir())
 
-    def seal_quiet(self, quiet_time: float) -> list[str]:
-        """Queue every incoming series that received nothing for ``quiet_time`` seconds.
+    def seal_quiet(self, quiet_time: float, hold_limit: float | None = None) -> list[str]:
+        """Queue every incoming series that received nothing for ``quiet_time`` seconds and whose sending
+        associations have ended (or that received nothing for ``hold_limit`` seconds although one is still open:
+        some senders keep idle associations open).
 
         Returns:
             The new job ids.
         """
         now, sealed = time.monotonic(), []
+        hold_limit = max(10 * quiet_time, 60.0) if hold_limit is None else hold_limit
         with self._lock:
             for series in self.incoming_series():
                 last = self._arrivals.setdefault(series, now)  # unknown (e.g. after a restart): wait from now
-                if now - last < quiet_time:
+                if now - last < (hold_limit if self._holders.get(series) else quiet_time):
                     continue
+                self._holders.pop(series, None)
                 job_id = f"{time.time_ns() // 1_000_000:013d}-{series}"
                 os.replace(self._dir("incoming") / series, self._dir("queued") / job_id)
                 del self._arrivals[series]

@@ -5,7 +5,8 @@
 The node is a pynetdicom storage SCP. Each received instance is checked (:func:`check_instance`: UIDs, an
 image, pixel data complete, a transfer syntax it can decode) and refused with a C-STORE failure status and a
 logged reason, or written to the :class:`~monai_kd.node.queue.WorkQueue` on disk *before* it is acknowledged.
-A series is complete when no instance of it arrived for ``quiet_time`` seconds; it is then queued, routed to a
+A series is complete when no instance of it arrived for ``quiet_time`` seconds and the associations that sent it
+have ended (a sender that stalls mid-series does not get half a series processed); it is then queued, routed to a
 bundle by the :mod:`~monai_kd.node.routing` rules (Modality / Series Description), and processed by one of
 ``workers`` threads with the bundle's model loaded once at start-up
 (:class:`~monai_kd.dicom_inference.BundlePredictor`). The DICOM SEG (segmentation bundles) or Comprehensive SR
@@ -54,6 +55,7 @@ OUT_OF_RESOURCES = 0xA700
 DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 STORED_WARNING = (0xB000, 0xB006, 0xB007)
+SLOW_STORE_SECONDS = 5.0
 
 
 class InstanceRefused(ValueError):
@@ -128,7 +130,8 @@ class DicomNode:
         ae_title: our AE title (the PACS sends to it; checked against the called AE title).
         host: address to listen on (``127.0.0.1`` unless the PACS is on another machine).
         port: port to listen on (``0``: any free port, see :attr:`port` after :meth:`start`).
-        quiet_time: seconds without a new instance after which a series is complete.
+        quiet_time: seconds without a new instance (after the sending association ended) after which a series
+            is complete.
         workers: series processed at once (bounds memory: each holds one volume and the model's activations).
         destination: AE to C-STORE results to.
         output_dir: folder to write results to.
@@ -179,6 +182,7 @@ class DicomNode:
         self.predictors: dict[tuple[str, str | None], Any] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._store_stats = {"count": 0, "seconds": 0.0, "max_seconds": 0.0}  # C-STOREs acknowledged
         self._server: Any = None
 
     # -- life cycle --------------------------------------------------------------------------------------------
@@ -229,7 +233,9 @@ class DicomNode:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
-        logger.info("stopped")
+        stats = self._store_stats
+        logger.info("stopped; %d instance(s) stored, %.1f ms per C-STORE on average, %.2f s at most",
+                    stats["count"], 1000 * stats["seconds"] / max(1, stats["count"]), stats["max_seconds"])
 
     def serve_forever(self) -> None:
         """:meth:`start`, then block until SIGINT/SIGTERM, then :meth:`stop`."""
@@ -256,13 +262,19 @@ class DicomNode:
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
         ae.add_supported_context(Verification)
-        handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, lambda event: SUCCESS)]
+        handlers = [
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_ECHO, lambda event: SUCCESS),
+            (evt.EVT_RELEASED, self._on_association_end),
+            (evt.EVT_ABORTED, self._on_association_end),
+            (evt.EVT_CONN_CLOSE, self._on_association_end),
+        ]
         return ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
 
     def _on_store(self, event: Any) -> Any:
         """C-STORE handler: check the instance, store it durably, then acknowledge."""
         peer = f"{event.assoc.requestor.ae_title}@{event.assoc.requestor.address}"
-        sop_uid = "?"
+        sop_uid, begin = "?", time.perf_counter()
         try:
             if shutil.disk_usage(self.queue.root).free < self.min_free_mb * 1e6:
                 raise InstanceRefused(f"less than {self.min_free_mb:.0f} MB free in {self.queue.root}", OUT_OF_RESOURCES)
@@ -279,7 +291,15 @@ class DicomNode:
             if ended:
                 raise InstanceRefused(f"truncated dataset: {ended[0]}")
             check_instance(ds, str(event.context.transfer_syntax))
-            self.queue.write_instance(event.encoded_dataset(), str(ds.SeriesInstanceUID), sop_uid)
+            self.queue.write_instance(event.encoded_dataset(), str(ds.SeriesInstanceUID), sop_uid,
+                                      holder=id(event.assoc))
+            seconds = time.perf_counter() - begin
+            stats = self._store_stats
+            stats["count"] += 1  # (+= on floats under the GIL: good enough for a statistic)
+            stats["seconds"] += seconds
+            stats["max_seconds"] = max(stats["max_seconds"], seconds)
+            if seconds > SLOW_STORE_SECONDS:  # senders time out (Orthanc: DicomScuTimeout, 10 s by default)
+                logger.warning("storing instance %s from %s took %.1f s", sop_uid, peer, seconds)
         except InstanceRefused as e:
             logger.warning("refused instance %s from %s (status 0x%04X): %s", sop_uid, peer, e.status, e)
             return _status(e.status, str(e))
@@ -287,6 +307,10 @@ class DicomNode:
             logger.exception("failed to store instance %s from %s", sop_uid, peer)
             return _status(OUT_OF_RESOURCES, f"{type(e).__name__}: {e}")
         return SUCCESS
+
+    def _on_association_end(self, event: Any) -> None:
+        """An association was released, aborted or dropped: its series may become complete."""
+        self.queue.release(id(event.assoc))
 
     # -- processing --------------------------------------------------------------------------------------------
     def _seal_loop(self) -> None:

@@ -69,6 +69,22 @@ def test_queue_survives_a_crash_at_every_state(tmp_path):
     assert WorkQueue(tmp_path / "work").recover()["already_done"] == 1
 
 
+def test_a_series_is_not_complete_while_its_association_is_open(tmp_path):
+    queue = WorkQueue(tmp_path / "work", fsync=False)
+    queue.write_instance(b"x", "1.2.3", "1.2.3.1", holder="association 1")
+    queue.write_instance(b"x", "1.2.3", "1.2.3.2", holder="association 2")
+    assert queue.seal_quiet(0.0) == []  # the sender stalls mid-series: not complete
+    queue.release("association 1")
+    assert queue.seal_quiet(0.0) == []  # another association still sends to it
+    queue.release("association 2")
+    assert queue.seal_quiet(0.2) == []  # the quiet time starts when the last association ended
+    time.sleep(0.2)
+    assert len(queue.seal_quiet(0.2)) == 1
+    queue.write_instance(b"x", "1.2.4", "1.2.4.1", holder="idle association")
+    time.sleep(0.1)
+    assert len(queue.seal_quiet(0.0, hold_limit=0.05)) == 1  # an idle association held open does not block it
+
+
 def test_a_requeued_job_waits_its_retry_delay(tmp_path):
     queue = WorkQueue(tmp_path / "work", fsync=False)
     queue.write_instance(b"x", "1.2.3", "1.2.3.1")

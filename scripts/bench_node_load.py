@@ -125,6 +125,17 @@ def run_node(work: Path, series: list[dict], workers: int, quiet_time: float, ti
     from monai_kd.node import parse_address, store_files
     from monai_kd.node.testing import StorageCollector, free_port
 
+    import logging
+
+    resends: list[str] = []  # lost C-STORE responses the sender recovered from by resending (see store_files)
+
+    class _Resends(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "again in a new association" in record.getMessage():
+                resends.append(record.getMessage())
+
+    handler = _Resends()
+    logging.getLogger("monai_kd.node").addHandler(handler)
     port = free_port()
     collector = StorageCollector(work / "received").start()
     arrivals = collector.first_arrival  # source series -> perf_counter() when its first result arrived
@@ -176,6 +187,7 @@ def run_node(work: Path, series: list[dict], workers: int, quiet_time: float, ti
         process.send_signal(signal.SIGTERM)
         process.wait(120)
         collector.stop()
+        logging.getLogger("monai_kd.node").removeHandler(handler)
 
     import re
 
@@ -201,6 +213,7 @@ def run_node(work: Path, series: list[dict], workers: int, quiet_time: float, ti
         "unexpected": sorted(set(counts) - expected),
         "quarantined": [json.loads(p.read_text())["reason"] for p in sorted(quarantine.glob("*.json"))],
         "push_failures": failures,
+        "sender_resends": len(resends),
         "incomplete": {d["series_uid"]: f"{d['instances']} of {sent[d['series_uid']]} instances" for d in done
                        if d["series_uid"] in sent and d["instances"] < sent[d["series_uid"]]},
         "outputs_in_folder": len(list((work / "out").glob("*.dcm"))),
@@ -249,6 +262,7 @@ def markdown(report: dict) -> str:
             lambda r: f"{len(r['lost'])} / {len(r['duplicated'])} / {len(r['quarantined'])}"),
         row("instances refused / series whose push failed / results of incomplete series",
             lambda r: f"{r['refused_instances']} / {len(r.get('push_failures', {}))} / {len(r.get('incomplete', {}))}"),
+        row("lost C-STORE responses the sender resent after (pynetdicom#842)", lambda r: str(r.get("sender_resends", 0))),
         row("push of all instances (s)", lambda r: f"{r['push_seconds']:.1f}"),
         row("first C-STORE -> last result (s)", lambda r: f"{r['wall_seconds']:.1f}"),
         row("**series per hour**", lambda r: f"**{r['series_per_hour']:,.0f}**"),

@@ -311,3 +311,27 @@ def test_series_are_routed_by_description_to_their_bundles(ct_dir, kd_checkpoint
     assert pydicom.dcmread(tmp_path / "out" / f"{chest_uid}.sr.dcm").Modality == "SR"
     for name in (f"{body_uid}.seg.dcm", f"{chest_uid}.sr.dcm"):
         assert dciodvfy_errors(tmp_path / "out" / name) == []
+
+
+def test_store_files_resends_after_a_lost_response(ct_dir, tmp_path, caplog):
+    """A C-STORE response that never comes (a stalled receiver, or pynetdicom's reactor taking it): the rest is
+    sent again in a new association, and every instance ends up stored."""
+    files = restamp_series(ct_dir, tmp_path / "ct")[:4]
+
+    class Stalling(StorageCollector):
+        stalled = False
+
+        def _on_store(self, event):
+            status = super()._on_store(event)
+            if len(self.received) == 2 and not self.stalled:
+                type(self).stalled = True
+                time.sleep(2.5)  # longer than the sender's timeout: no response in time
+            return status
+
+    with Stalling(tmp_path / "received") as receiver:
+        assert store_files(files, parse_address(receiver.address), timeout=1.0) == [0, 0, 0, 0]
+        time.sleep(0.5)
+    sent = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    assert [sop for sop, _, _ in receiver.received] == sent[:2] + sent[1:]  # the 2nd was sent twice, stored once
+    assert sorted(p.stem for p in (tmp_path / "received").iterdir()) == sorted(sent)
+    assert "sending the remaining 3 file(s) again" in caplog.text

@@ -199,6 +199,19 @@ def test_unrouted_series_is_quarantined(node, tmp_path):
 
 
 # -- kill -9 mid-series (the real command in a subprocess) --------------------------------------------------------
+def _open_association(files, address):
+    """An association able to send ``files``, left open for the test to use."""
+    from pynetdicom import AE, build_context
+
+    ae = AE(ae_title="MODALITY")
+    for f in files[:1]:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        ae.requested_contexts.append(build_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID))
+    assoc = ae.associate(address.host, address.port, ae_title=address.ae_title)
+    assert assoc.is_established
+    return assoc
+
+
 @pytest.mark.slow
 def test_kill_9_mid_series_every_series_gets_exactly_one_result(ct_dir, tmp_path):
     bundle = segmentation_bundle(tmp_path / "bundle")
@@ -211,11 +224,13 @@ def test_kill_9_mid_series_every_series_gets_exactly_one_result(ct_dir, tmp_path
     with StorageCollector(tmp_path / "received") as collector:
         options = ("--quiet_time", "5", "--output_dir", str(out), "--destination", collector.address)
         process = serve(work, bundle, port, log, *options)
+        sender = _open_association(b, address)  # B is half received, its association still open ...
+        assert [int(sender.send_c_store(pydicom.dcmread(f)).Status) for f in b[:10]] == [0] * 10
         assert set(store_files(a, address)) == {0}
         wait_for(lambda: any((work / "active").iterdir()), 60, "series A to be processed", interval=0.02)
-        assert set(store_files(b[:10], address)) == {0}  # B is half received ...
         os.kill(process.pid, signal.SIGKILL)  # ... when the node dies, A in the middle of its inference
         process.wait(30)
+        sender.abort()
         assert not any(out.glob("*.seg.dcm")) and collector.received == []
         assert len(list((work / "incoming").iterdir())) == 1 and len(list((work / "active").iterdir())) == 1
 

@@ -23,7 +23,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from monai_kd.bundle_utils import BundleError, bundle_file, input_shape, verify_metadata
+from monai_kd.bundle_utils import BundleError, bundle_file, check_overrides, input_shape, verify_metadata
 
 STAGES = {
     "all": "run",
@@ -58,7 +58,9 @@ def train(bundle: str, stage: str = "all", **override: Any) -> None:
 
     if stage not in STAGES:
         raise BundleError(f"unknown stage '{stage}'; choose one of {sorted(STAGES)}.")
-    run(STAGES[stage], config_file=bundle_file(bundle, "configs/train.json"), **_common(bundle, override))
+    config = bundle_file(bundle, "configs/train.json")
+    check_overrides(config, override)
+    run(STAGES[stage], config_file=config, **_common(bundle, override))
 
 
 def evaluate(bundle: str, **override: Any) -> None:
@@ -71,6 +73,7 @@ def evaluate(bundle: str, **override: Any) -> None:
     from monai.bundle import run
 
     configs = [bundle_file(bundle, "configs/train.json"), bundle_file(bundle, "configs/evaluate.json")]
+    check_overrides(configs, override)
     run("run", config_file=configs, **_common(bundle, override))
     output_dir = override.get("output_dir", os.path.join(override.get("bundle_root", bundle), "eval"))
     with open(os.path.join(output_dir, "metrics.json")) as f:
@@ -84,7 +87,8 @@ def export(
     """Export the bundle's student (``network_def`` of ``inference.json``) to TorchScript and ONNX.
 
     Writes ``models/model.ts`` (with the bundle's metadata and inference config embedded, as ``ckpt_export``
-    does) and ``models/model.onnx``.
+    does) and ``models/model.onnx``, and records their checksums in the model card (``eval/model_card.json``) when
+    the evaluation wrote one.
 
     Args:
         bundle: bundle folder.
@@ -115,6 +119,10 @@ def export(
         written.append(os.path.join(out, "model.onnx"))
         dynamic = {"input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
         onnx_export(filepath=written[1], use_trace=True, converter_kwargs=dynamic, **common)
+    if os.path.basename(os.path.normpath(out)) == "models":  # a model card beside it records the new checksums
+        from monai_kd.model_card import refresh_exports
+
+        refresh_exports(os.path.dirname(os.path.normpath(out)) or ".")
     for path in written:
         print(path)
 

@@ -28,7 +28,14 @@ import numpy as np
 from monai_kd.io.atomic import atomic_paths
 from monai_kd.metrics.uncertainty import bootstrap_ci, expected_calibration_error
 
-__all__ = ["CARD_NAME", "build_model_card", "split_sizes", "verify_model_file", "write_model_card"]
+__all__ = [
+    "CARD_NAME",
+    "build_model_card",
+    "refresh_exports",
+    "split_sizes",
+    "verify_model_file",
+    "write_model_card",
+]
 
 CARD_NAME = "model_card"
 #: exported files of a bundle's student whose checksums the card records (those that exist)
@@ -174,11 +181,7 @@ def build_model_card(
             "evaluator_metrics": {k: v for k, v in metrics[name].items() if k != "parameters"},
             "test": _classification_metrics(predictions[name], n_resamples, seed),
         }
-    exports = []
-    for rel in export_files:
-        path = root / rel
-        if path.is_file():
-            exports.append({"file": rel, "sha256": sha256(path), "bytes": path.stat().st_size})
+    exports = _exports(root, export_files)
     latency = None
     if latency_file is not None and Path(latency_file).is_file():
         latency = json.loads(Path(latency_file).read_text())
@@ -209,6 +212,40 @@ def build_model_card(
         "versions": _versions(),
         "bootstrap": {"resamples": n_resamples, "seed": seed, "level": 0.95, "method": "percentile"},
     }
+
+
+def _exports(root: Path, export_files: Sequence[str]) -> list[dict[str, Any]]:
+    """Name, SHA-256 and size of each existing model file."""
+    return [
+        {"file": rel, "sha256": sha256(root / rel), "bytes": (root / rel).stat().st_size}
+        for rel in export_files
+        if (root / rel).is_file()
+    ]
+
+
+def _write(card: Mapping[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / f"{CARD_NAME}.json", out_dir / f"{CARD_NAME}.md"
+    with atomic_paths(json_path, md_path) as (tmp_json, tmp_md):
+        Path(tmp_json).write_text(json.dumps(card, indent=2, default=float) + "\n")
+        Path(tmp_md).write_text(render_markdown(card))
+
+
+def refresh_exports(bundle_root: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """Re-record the export files' checksums in an existing card (after ``monai-kd export``); ``None`` if no card.
+
+    Args:
+        bundle_root: the bundle folder whose ``models/`` holds the exports.
+        output_dir: the card's folder; default ``bundle_root/eval``.
+    """
+    out_dir = Path(output_dir) if output_dir is not None else Path(bundle_root) / "eval"
+    card_file = out_dir / f"{CARD_NAME}.json"
+    if not card_file.is_file():
+        return None
+    card = _read_json(card_file, "model card")
+    card["exports"] = _exports(Path(bundle_root), EXPORT_FILES)
+    _write(card, out_dir)
+    return card
 
 
 def _cell(metric: Mapping[str, Any]) -> str:
@@ -288,12 +325,7 @@ def write_model_card(bundle_root: str | os.PathLike, student: str, **kwargs: Any
         the card.
     """
     card = build_model_card(bundle_root, student, **kwargs)
-    out_dir = Path(kwargs.get("output_dir") or Path(bundle_root) / "eval")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / f"{CARD_NAME}.json", out_dir / f"{CARD_NAME}.md"
-    with atomic_paths(json_path, md_path) as (tmp_json, tmp_md):
-        Path(tmp_json).write_text(json.dumps(card, indent=2, default=float) + "\n")
-        Path(tmp_md).write_text(render_markdown(card))
+    _write(card, Path(kwargs.get("output_dir") or Path(bundle_root) / "eval"))
     return card
 
 

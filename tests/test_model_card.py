@@ -81,3 +81,14 @@ def test_missing_evaluation_and_unknown_model_are_named(evaluated):
 def test_split_sizes_count_subjects_where_known():
     sizes = split_sizes({"train": [{"subject": "a"}, {"subject": "a"}, {"subject": "b"}], "test": [{}, {}]})
     assert sizes == {"train": {"images": 3, "subjects": 2}, "test": {"images": 2, "subjects": None}}
+
+
+def test_export_refresh_records_new_checksums(evaluated):
+    from monai_kd.model_card import refresh_exports
+
+    write_model_card(evaluated, "student_kd")
+    (evaluated / "models" / "model.onnx").write_bytes(b"exported after the evaluation")
+    card = refresh_exports(evaluated)
+    assert [e["file"] for e in card["exports"]] == ["models/model.pt", "models/model.onnx"]
+    assert verify_model_file(evaluated / "eval" / "model_card.json", evaluated / "models" / "model.onnx")
+    assert refresh_exports(evaluated / "elsewhere") is None  # no card: nothing to refresh

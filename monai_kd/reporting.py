@@ -9,9 +9,11 @@ between them, so hand-written text around a generated table survives re-running 
 from __future__ import annotations
 
 import os
+import statistics
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
-__all__ = ["markers", "write_section"]
+__all__ = ["changes_table", "markers", "write_section"]
 
 
 def markers(name: str = "results") -> tuple[str, str]:
@@ -38,3 +40,44 @@ def write_section(path: str | os.PathLike, text: str, name: str = "results") -> 
     head, rest = content.split(begin, 1)
     _, tail = rest.split(end, 1)
     path.write_text(f"{head}{begin}\n{text.strip()}\n{end}{tail}")
+
+
+def changes_table(
+    before: Sequence[dict],
+    after: Sequence[dict],
+    group: Callable[[dict], Hashable],
+    metrics: dict[str, Callable[[dict], float]],
+    label: Callable[[Hashable], str] = str,
+) -> str:
+    """A Markdown table of how the mean of each metric moved between two sets of run records.
+
+    Used after a fix that invalidates earlier evidence: each group (e.g. dataset and model) present in both sets
+    gets its mean before, its mean after and the difference, so a README says which numbers changed and by how much.
+
+    Args:
+        before: run records of the earlier evidence.
+        after: run records of the re-run.
+        group: the group a record belongs to (records of one group are averaged over seeds).
+        metrics: column name -> the metric's value in a record.
+        label: text of a group in the first column.
+
+    Returns:
+        the table, or an empty string when no group is in both sets.
+    """
+    groups: dict[Hashable, tuple[list[dict], list[dict]]] = {}
+    for which, records in enumerate((before, after)):
+        for record in records:
+            groups.setdefault(group(record), ([], []))[which].append(record)
+    rows = []
+    for key, (old, new) in groups.items():
+        if not old or not new:
+            continue
+        cells = []
+        for value in metrics.values():
+            m_old, m_new = statistics.mean(map(value, old)), statistics.mean(map(value, new))
+            cells.append(f"{m_old:.3f} -> {m_new:.3f} ({m_new - m_old:+.3f})")
+        rows.append(f"| {label(key)} | {len(old)} -> {len(new)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    head = "| group | runs | " + " | ".join(f"{name} (mean before -> after, change)" for name in metrics) + " |"
+    return "\n".join([head, "|---|---|" + "---:|" * len(metrics), *rows])

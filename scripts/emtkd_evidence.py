@@ -15,7 +15,7 @@ same architectures trained with ``dann_weight`` 0 (no target image ever reaches 
   ``domain_adaptation``);
 - ``single_teacher_kd``: KD from one source-only teacher (the one with the higher validation AUC), no FixMatch;
 - ``uniform_mtkd``: both source-only teachers, uniform weights, no FixMatch (prior multi-teacher KD);
-- ``camkd``: both source-only teachers, CA-MKD confidence weights, no FixMatch;
+- ``camkd``: both source-only teachers, CA-MKD's exact confidence weights (weighting ``camkd``), no FixMatch;
 - ``emtkd``: DA teachers, adaptive weights (the kind chosen below), FixMatch;
 - ``emtkd_no_da`` / ``emtkd_no_weighting`` / ``emtkd_no_ssl``: EMTKD with source-only teachers / uniform weights /
   ``fixmatch_weight`` 0 (the KD term on unlabelled images stays: only the FixMatch term is removed).
@@ -70,7 +70,7 @@ from monai.bundle import ConfigParser, run
 from monai.metrics import compute_roc_auc
 
 from monai_kd.networks import load_pretrained
-from monai_kd.reporting import markers, write_section
+from monai_kd.reporting import changes_table, markers, write_section
 from monai_kd.results_file import save_merged_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -308,7 +308,7 @@ class Evidence:
         plan = {  # method -> (teacher root, teachers, weighting, fixmatch weight)
             "single_teacher_kd": (src, [best_src], "uniform", 0.0),
             "uniform_mtkd": (src, list(TEACHERS), "uniform", 0.0),
-            "camkd": (src, list(TEACHERS), "confidence", 0.0),
+            "camkd": (src, list(TEACHERS), "camkd", 0.0),
             "emtkd": (da, list(TEACHERS), chosen, 1.0),
             "emtkd_no_da": (src, list(TEACHERS), chosen, 1.0),
             "emtkd_no_weighting": (da, list(TEACHERS), "uniform", 1.0),
@@ -361,6 +361,13 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
+def _row_name(record: dict) -> str:
+    """The table row of a record (``teacher_direct`` split by teacher and adaptation)."""
+    if record["method"] != "teacher_direct":
+        return record["method"]
+    return f"teacher_direct: {record['teacher']} ({'DANN' if record['domain_adaptation'] else 'source only'})"
+
+
 def _rows(runs: list[dict]) -> list[tuple[str, list[dict]]]:
     """Table rows in protocol order; ``teacher_direct`` split by teacher and adaptation."""
     rows = []
@@ -377,8 +384,9 @@ def _rows(runs: list[dict]) -> list[tuple[str, list[dict]]]:
     return rows
 
 
-def markdown(results: dict, plot_name: str | None) -> str:
-    """Tables of target-test accuracy/AUC (mean ± std over seeds), paired gains and the weight plot."""
+def markdown(results: dict, plot_name: str | None, before: list[dict] | None = None) -> str:
+    """Tables of target-test accuracy/AUC (mean ± std over seeds), paired gains, the weight plot and, given the
+    records of an earlier run (``before``), how each mean moved."""
     lines = []
     runs = results["runs"]
     for benchmark in [b for b in BENCHMARKS if any(r["benchmark"] == b for r in runs)]:
@@ -397,6 +405,10 @@ def markdown(results: dict, plot_name: str | None) -> str:
             )
         by = {(r["method"], r["seed"]): r for r in rs if r["method"] != "teacher_direct"}
         lines.append("")
+        students = [(name, sub) for name, sub in _rows(rs) if not name.startswith("teacher_direct")]
+        for metric in ("accuracy", "auc"):
+            name, sub = max(students, key=lambda ns: statistics.mean(r[metric] for r in ns[1]))
+            lines.append(f"- highest mean test {metric} among the students: {name} ({statistics.mean(r[metric] for r in sub):.3f})")
         for other in ("uniform_mtkd", "student_alone", "camkd", "emtkd_no_da", "emtkd_no_weighting", "emtkd_no_ssl"):
             common = [s for s in seeds if ("emtkd", s) in by and (other, s) in by]
             if common:
@@ -422,6 +434,23 @@ def markdown(results: dict, plot_name: str | None) -> str:
         lines.append("")
     if plot_name:
         lines += [f"![learned teacher weights]({plot_name})", ""]
+    changed = changes_table(
+        before or [],
+        runs,
+        lambda r: (r["benchmark"], _row_name(r)),
+        {"test accuracy": lambda r: r["accuracy"], "test AUC": lambda r: r["auc"]},
+        lambda g: f"{g[0]} {g[1]}",
+    )
+    if changed:
+        lines += [
+            "### What the correctness fixes changed",
+            "",
+            "Means over seeds before the correctness fixes (BatchNorm statistics of SWA models recomputed, the gate "
+            "trained on labels, exact CA-MKD weights, subject-level splits) and after, same seeds and protocol:",
+            "",
+            changed,
+            "",
+        ]
     lines.append(f"Selection rule: {SELECTION_RULE}.")
     return "\n".join(lines)
 
@@ -498,7 +527,9 @@ def main() -> None:
             evidence.run_seed(benchmark, seed)
     evidence.save()
     plot = readme.parent / "teacher_weights.png"
-    table = markdown(evidence.results, plot.name if plot_weights(evidence.results, plot) else None)
+    before_file = output.with_name("results_before_correctness.json")
+    before = json.loads(before_file.read_text())["runs"] if before_file.is_file() else None
+    table = markdown(evidence.results, plot.name if plot_weights(evidence.results, plot) else None, before)
     write_section(readme, table)
     print(table)
     logger.info("total %.0f s; results in %s, table in %s", time.perf_counter() - start, output, readme)

@@ -13,8 +13,11 @@ Rules fixed before looking at any test number:
 
 Writes ``bundles/kd/docs/results.json`` (``runs``: one record per trained model with ``dataset``, ``model``
 (``teacher``/``student_alone``/``student_kd``), ``seed``, ``accuracy``, ``auc`` and more) and the Markdown tables
-between the ``<!-- results:begin -->``/``<!-- results:end -->`` markers of ``bundles/kd/docs/README.md``.
-Resumable: stages whose checkpoint exists are not retrained.
+between the ``<!-- results:begin -->``/``<!-- results:end -->`` markers of ``bundles/kd/docs/README.md``; with
+``docs/results_before_correctness.json`` beside it (the records of the run before the correctness fixes), a table
+of how each mean moved. Resumable: each record is written as soon as its model is evaluated and skipped when
+present, and stages whose checkpoint exists are not retrained. Latency is not measured here (a training machine
+is busy, so its timings would not be honest); latency belongs to a benchmark run on an idle machine.
 
 Example::
 
@@ -37,7 +40,8 @@ from monai.metrics import compute_roc_auc
 
 from monai_kd.data import medmnist_datalist
 from monai_kd.networks import load_pretrained
-from monai_kd.reporting import markers, write_section
+from monai_kd.reporting import changes_table, markers, write_section
+from monai_kd.results_file import save_merged_results
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "kd"
@@ -97,31 +101,24 @@ def _evaluate(key: str, ckpt: Path, dataset: str) -> dict[str, float]:
     return {**_metrics(net, dataset, "test"), **val, "parameters": sum(p.numel() for p in net.parameters())}
 
 
-@torch.no_grad()
-def latency(key: str, batch: int, repeats: int = 30) -> float:
-    """Median CPU seconds of one forward pass at ``batch`` (after warm-up)."""
-    net = _network(key).eval()
-    x = torch.rand(batch, 1, 28, 28)
-    for _ in range(5):
-        net(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        net(x)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _key(record: dict) -> tuple:
+    return record["dataset"], record["model"], record["seed"]
 
 
-def run_dataset(dataset: str, seeds: list[int], work: Path, grid: list[tuple[float, float]]) -> tuple[list[dict], dict]:
-    """Train and evaluate every model of ``dataset``; return run records and the grid selection."""
-    records = []
-    selection: dict = {"rule": "lowest validation NLL of the KD student, seed 0", "grid": []}
+def run_dataset(dataset: str, seeds: list[int], work: Path, grid: list[tuple[float, float]], results: dict, output: Path) -> None:
+    """Train and evaluate every model of ``dataset``, adding each record to ``results`` and ``output`` at once."""
+    done = {_key(r) for r in results["runs"]}
+    selection = results["selection"].setdefault(dataset, {"rule": "lowest validation NLL of the KD student, seed 0", "grid": []})
     for seed in seeds:
+        models = ("teacher", "student_alone", "student_kd")
+        if all((dataset, m, seed) in done for m in models) and "chosen" in selection:
+            logger.info("skip %s seed %d (recorded)", dataset, seed)
+            continue
         root = work / dataset / f"seed{seed}"
-        models = root / "models"
-        teacher_ckpt = models / "teacher.pt"
+        ckpts = root / "models"
+        teacher_ckpt = ckpts / "teacher.pt"
         _train("run_teacher", root, dataset, seed, teacher_ckpt)
-        _train("run_student_alone", root, dataset, seed, models / "student_alone.pt")
+        _train("run_student_alone", root, dataset, seed, ckpts / "student_alone.pt")
         if "chosen" not in selection:
             for tau, alpha in grid:
                 sub = root / f"kd_tau{tau:g}_w{alpha:g}"
@@ -131,21 +128,24 @@ def run_dataset(dataset: str, seeds: list[int], work: Path, grid: list[tuple[flo
                 selection["grid"].append({"temperature": tau, "kd_weight": alpha, "val_nll": val_nll})
             best = min(selection["grid"], key=lambda g: g["val_nll"])
             selection["chosen"] = {"temperature": best["temperature"], "kd_weight": best["kd_weight"]}
+            save_merged_results(output, results, _key)
         tau, alpha = selection["chosen"]["temperature"], selection["chosen"]["kd_weight"]
         kd_root = root / f"kd_tau{tau:g}_w{alpha:g}"
         _train("run_student", kd_root, dataset, seed, kd_root / "models" / "model.pt",
                temperature=tau, kd_weight=alpha, teacher_ckpt=str(teacher_ckpt))
         for model, key, ckpt in (
             ("teacher", "teacher_def", teacher_ckpt),
-            ("student_alone", "network_def", models / "student_alone.pt"),
+            ("student_alone", "network_def", ckpts / "student_alone.pt"),
             ("student_kd", "network_def", kd_root / "models" / "model.pt"),
         ):
+            if (dataset, model, seed) in done:
+                continue
             rec = {"dataset": dataset, "model": model, "seed": seed, **_evaluate(key, ckpt, dataset)}
             if model == "student_kd":
                 rec.update(temperature=tau, kd_weight=alpha)
-            records.append(rec)
+            results["runs"].append(rec)
+            save_merged_results(output, results, _key)
             logger.info("%s", rec)
-    return records, selection
 
 
 def _mean_std(values: list[float]) -> str:
@@ -154,11 +154,13 @@ def _mean_std(values: list[float]) -> str:
 
 
 def markdown(results: dict) -> str:
-    """Tables of test accuracy/AUC (mean ± std over seeds), paired AUC gains and latency."""
+    """Tables of test accuracy/AUC (mean ± std over seeds), paired AUC gains and what the correctness fixes changed."""
     lines = []
     runs = results["runs"]
     for dataset in sorted({r["dataset"] for r in runs}):
         rs = [r for r in runs if r["dataset"] == dataset]
+        if {r["model"] for r in rs} != {"teacher", "student_alone", "student_kd"} or dataset not in results["selection"]:
+            continue  # not all models recorded yet
         seeds = sorted({r["seed"] for r in rs})
         sel = results["selection"][dataset]
         lines += [f"### {dataset} (test split, {len(seeds)} seeds: {seeds})", "",
@@ -176,13 +178,14 @@ def markdown(results: dict) -> str:
         lines += ["", f"Paired test-AUC gain of KD over the student alone: {_mean_std(gains)} (KD better on {wins}/{len(seeds)} seeds).",
                   f"Grid on seed 0 (validation NLL of the KD student): {grid}; chosen: tau {sel['chosen']['temperature']:g}, "
                   f"KD weight {sel['chosen']['kd_weight']:g}.", ""]
-    lat = results["latency"]
-    lines += ["### CPU inference latency (median of 30 forward passes, 2-core CPU, one run)", "",
-              "| model | batch 1 (ms) | batch 64 (ms) |", "|---|---:|---:|"]
-    for model in ("teacher", "student"):
-        lines.append(f"| {model} | {1000 * lat[model]['batch1_s']:.2f} | {1000 * lat[model]['batch64_s']:.2f} |")
-    lines.append(f"\nStudent speed-up at batch 1: {lat['teacher']['batch1_s'] / lat['student']['batch1_s']:.1f}x, "
-                 f"batch 64: {lat['teacher']['batch64_s'] / lat['student']['batch64_s']:.1f}x.")
+    before = results.get("before_correctness", [])
+    changed = changes_table(before, runs, lambda r: (r["dataset"], r["model"]),
+                            {"test accuracy": lambda r: r["accuracy"], "test AUC": lambda r: r["auc"]},
+                            lambda g: f"{g[0]} {g[1]}")
+    if changed:
+        lines += ["### What the correctness fixes changed", "",
+                  "Means over seeds before the fixes of BatchNorm statistics in weight averaging (and the other "
+                  "defects of the correctness pass) and after, same seeds and protocol:", "", changed, ""]
     return "\n".join(lines)
 
 
@@ -198,18 +201,17 @@ def main() -> None:
     if len(args.seeds) < 3:
         parser.error("use at least 3 seeds: single-seed accuracy on these sets swings by 0.02-0.08")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    runs, selection = [], {}
+    results = json.loads(args.output.read_text()) if args.output.is_file() else {}
+    results.setdefault("runs", [])
+    results.setdefault("selection", {})
+    results["protocol"] = __doc__.split("Writes")[0].strip()
+    results["seeds"] = args.seeds
     for dataset in args.datasets:
-        recs, selection[dataset] = run_dataset(dataset, args.seeds, args.work, GRID)
-        runs += recs
-    results = {
-        "protocol": __doc__.split("Writes")[0].strip(),
-        "seeds": args.seeds,
-        "selection": selection,
-        "latency": {m: {"batch1_s": latency(k, 1), "batch64_s": latency(k, 64)} for m, k in (("teacher", "teacher_def"), ("student", "network_def"))},
-        "runs": runs,
-    }
-    args.output.write_text(json.dumps(results, indent=2))
+        run_dataset(dataset, args.seeds, args.work, GRID, results, args.output)
+    save_merged_results(args.output, results, _key)
+    before = args.output.with_name("results_before_correctness.json")
+    if before.is_file():
+        results["before_correctness"] = json.loads(before.read_text())["runs"]
     table = markdown(results)
     write_section(args.readme, table)
     print(table)

@@ -68,7 +68,7 @@ import numpy as np
 from monai.bundle import run
 
 from monai_kd.metrics import save_cka_heatmap
-from monai_kd.reporting import markers, write_section
+from monai_kd.reporting import changes_table, markers, write_section
 from monai_kd.results_file import save_merged_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -388,8 +388,9 @@ def mean_cka(results: dict, regime: str, variant: str, student: str) -> tuple[np
     return mean, layers[0], layers[1]
 
 
-def markdown(task: str, results: dict, figures: Path, link_prefix: str = "") -> str:
-    """The README section: paper-style tables, baselines, the headline comparison, fidelity, CKA and the selection."""
+def markdown(task: str, results: dict, figures: Path, link_prefix: str = "", before: list[dict] | None = None) -> str:
+    """The README section: paper-style tables, baselines, the headline comparison, fidelity, CKA, the selection and,
+    given the records of an earlier run (``before``), how the ensembles' means moved."""
     names = TASKS[task]["metrics"]
     primary, secondary = names
     pct = 100.0  # the paper reports percentages
@@ -445,6 +446,16 @@ def markdown(task: str, results: dict, figures: Path, link_prefix: str = "") -> 
                          for g in sel["grid"])
         lines += [f"Hyper-parameters chosen on validation ({sel['rule']}): {grid}. Chosen: "
                   + ", ".join(f"{k} = {v:g}" for k, v in sel["chosen"].items()) + "."]
+    n_grid = len(sel.get("grid", []))
+    lines += ["", f"Records: {len(results['runs'])} runs in `results.json` (teacher, students alone and the regime x "
+              f"variant runs, per seed), plus {n_grid} validation-grid runs of seed {seeds[0] if seeds else '-'}."]
+    changed = changes_table(
+        before or [], results["runs"], lambda r: (r["regime"], r["variant"]),
+        {f"ensemble {m}": (lambda r, m=m: pct * r["metrics"]["ensemble"][m]) for m in names},
+        lambda g: f"{REGIME_NAMES.get(g[0], g[0])} {g[1] or ''}".strip())
+    if changed:
+        lines += ["", "**What the correctness fixes changed** (means over seeds before the fixes, BatchNorm statistics "
+                  "of SWA models recomputed and area-averaged feature resizing among them, and after; %):", "", changed]
     return "\n".join(lines)
 
 
@@ -511,7 +522,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         figures = work / f"figures_{task}" if args.quick else docs
         if args.quick:
             readme.write_text(f"# quick check of {task}\n\n{MARK_BEGIN}\n{MARK_END}\n")
-        table = markdown(task, evidence.results, figures, link_prefix=f"figures_{task}/" if args.quick else "")
+        before_file = docs / "results_before_correctness.json"
+        before = json.loads(before_file.read_text())["runs"] if before_file.is_file() and not args.quick else None
+        table = markdown(task, evidence.results, figures, link_prefix=f"figures_{task}/" if args.quick else "",
+                         before=before)
         write_section(readme, table)
         print(table)
         logger.info("%s: %s in %.0f s (this session)", task, "stopped" if stopped else "done", time.perf_counter() - start)

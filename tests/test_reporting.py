@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monai_kd.reporting import markers, write_section
+from monai_kd.reporting import changes_table, markers, write_section
 
 
 def test_section_is_replaced_and_the_rest_kept(tmp_path):
@@ -29,3 +29,13 @@ def test_missing_or_ambiguous_markers_are_refused(content, tmp_path):
     with pytest.raises(ValueError, match="must hold one"):
         write_section(doc, "table")
     assert doc.read_text() == content
+
+
+def test_changes_table_gives_means_before_after_and_the_difference():
+    before = [{"m": "a", "auc": 0.8}, {"m": "a", "auc": 0.9}, {"m": "b", "auc": 0.5}]
+    after = [{"m": "a", "auc": 0.95}, {"m": "a", "auc": 0.85}, {"m": "a", "auc": 0.9}, {"m": "c", "auc": 0.7}]
+    table = changes_table(before, after, lambda r: r["m"], {"AUC": lambda r: r["auc"]})
+    lines = table.splitlines()
+    assert len(lines) == 3  # header, rule, one row: only "a" is in both sets
+    assert lines[2] == "| a | 2 -> 3 | 0.850 -> 0.900 (+0.050) |"
+    assert changes_table(before, [], lambda r: r["m"], {"AUC": lambda r: r["auc"]}) == ""

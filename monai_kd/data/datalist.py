@@ -164,6 +164,65 @@ def _check_paths(items: list[dict], path: Path, list_key: str) -> None:
                     )
 
 
+def _subject(item: dict, subject_key: str | None) -> str | None:
+    """The subject (person) of an item: its ``subject_key`` field (``"subject"``, falling back to ``"patient"``)."""
+    if subject_key is None:
+        return None
+    for key in (subject_key, "patient") if subject_key == "subject" else (subject_key,):
+        if key in item:
+            return str(item[key])
+    return None
+
+
+def _partition_by_subject(
+    items: list[dict], ratios: list[float], seed: int, subject_key: str | None, path: Path, list_key: str
+) -> list[list[dict]]:
+    """Partition items so that all items of one subject land in the same part (seeded, like ``partition_dataset``).
+
+    Args:
+        items: the items to partition.
+        ratios: the parts' proportions, applied to the number of subjects.
+        seed: seed of the shuffle.
+        subject_key: item field naming the subject; ``None`` declares every item a different subject.
+        path: datalist path, for the error message.
+        list_key: the list partitioned, for the error message.
+
+    Raises:
+        ValueError: ``subject_key`` is set and an item does not carry it.
+    """
+    if subject_key is None:
+        return partition_dataset(items, ratios=ratios, shuffle=True, seed=seed)
+    subjects = [_subject(item, subject_key) for item in items]
+    missing = [i for i, s in enumerate(subjects) if s is None]
+    if missing:
+        also = " (or 'patient')" if subject_key == "subject" else ""
+        raise ValueError(
+            f"Datalist file {path}: item {missing[0]} of {list_key!r} (and {len(missing) - 1} more) has no "
+            f"{subject_key!r}{also} field, so a random split could put one person in two splits; add a "
+            f"{subject_key!r} field to every item, or pass subject_key=None if every item is a different person."
+        )
+    unique = sorted(set(subjects))  # sorted: the same subjects give the same partition whatever the item order
+    parts = partition_dataset(unique, ratios=ratios, shuffle=True, seed=seed)
+    part_of = {subject: i for i, part in enumerate(parts) for subject in part}
+    out: list[list[dict]] = [[] for _ in parts]
+    for item, subject in zip(items, subjects):
+        out[part_of[subject]].append(item)
+    return out
+
+
+def _check_disjoint_subjects(splits: dict[str, list[dict]], subject_key: str | None, path: Path) -> None:
+    """Raise if one subject has items in two splits (checked where items name their subject)."""
+    seen: dict[str, str] = {}
+    for split, items in splits.items():
+        for subject in {_subject(item, subject_key) for item in items} - {None}:
+            if subject in seen and seen[subject] != split:
+                raise ValueError(
+                    f"Datalist file {path}: subject {subject!r} has items in both the {seen[subject]!r} and the "
+                    f"{split!r} split; a person's images must stay in one split."
+                )
+            seen.setdefault(subject, split)
+
+
 def datalist_split(
     datalist_file: str | os.PathLike,
     split: str,
@@ -171,17 +230,22 @@ def datalist_split(
     ratios: Sequence[float] = (0.8, 0.1, 0.1),
     seed: int = 0,
     key: str = "training",
+    subject_key: str | None = "subject",
 ) -> list[dict]:
-    """Return the train, validation or test items of a Decathlon-style datalist JSON.
+    """Return the train, validation or test items of a Decathlon-style datalist JSON, split by subject.
 
     Splits listed explicitly in the JSON are used as they are: ``"val"`` comes from a
     ``"validation"`` list and ``"test"`` from a ``"test"`` list. The list under ``key`` is
-    partitioned with :func:`monai.data.partition_dataset` (``shuffle=True``, seeded) among
-    ``"train"`` and the splits that are not explicit, with the matching entries of
-    ``ratios``. For example, a JSON with only ``"training"`` gives disjoint 80/10/10
-    train/val/test subsets; a JSON with ``"training"`` and ``"test"`` (the Decathlon layout)
-    gives train/val from ``"training"`` in proportion 0.8:0.1 and test from ``"test"``; a JSON
-    with all three lists returns each of them unchanged. The same arguments always give the
+    partitioned among ``"train"`` and the splits that are not explicit, with the matching entries of
+    ``ratios``, **by subject**: every item names its person in a ``subject`` field (``patient`` is accepted too,
+    or the field named by ``subject_key``), subjects are shuffled (seeded) and partitioned with
+    :func:`monai.data.partition_dataset`, and all items of a subject go to the subject's split, so slices, views
+    or contrasts of one person never land in two splits. Items without the field are refused with an error
+    asking for it, unless ``subject_key=None`` declares every item a different person. For example, a JSON with
+    only ``"training"`` gives disjoint 80/10/10 train/val/test subjects; a JSON with ``"training"`` and
+    ``"test"`` (the Decathlon layout) gives train/val from ``"training"`` in proportion 0.8:0.1 and test from
+    ``"test"``; a JSON with all three lists returns each of them unchanged. Whatever the layout, a subject named
+    in two splits (e.g. in ``"training"`` and in ``"test"``) is an error. The same arguments always give the
     same split.
 
     Example::
@@ -198,18 +262,20 @@ def datalist_split(
         split: ``"train"``, ``"val"`` (alias ``"validation"``) or ``"test"``.
         base_dir: folder that relative image/label paths are resolved against; defaults to the
             folder of ``datalist_file``.
-        ratios: (train, val, test) proportions used when partitioning the ``key`` list.
+        ratios: (train, val, test) proportions of subjects used when partitioning the ``key`` list.
         seed: random seed of the partition.
         key: JSON key of the list that provides the training items.
+        subject_key: item field naming the subject (person); ``None``: every item is a different person.
 
     Returns:
         A list of dictionaries with absolute ``image`` (and ``label``) paths; other entries
-        (e.g. integer class labels) are kept unchanged.
+        (e.g. integer class labels, ``subject``) are kept unchanged.
 
     Raises:
         FileNotFoundError: When the datalist file, or an image or label path it references, does not exist.
         ValueError: When the file is not valid JSON, a needed key is missing or its list is empty,
-            ``split`` or ``ratios`` is invalid, or the requested split is empty after partitioning.
+            ``split`` or ``ratios`` is invalid, an item to partition names no subject, a subject is in two
+            splits, or the requested split is empty after partitioning.
     """
     path = Path(datalist_file).expanduser()
     if not path.exists():
@@ -226,28 +292,31 @@ def datalist_split(
     content = _read_json(path)
 
     explicit = {s: k for s, k in _EXPLICIT_KEYS.items() if k in content and k != key}
-    if canonical in explicit:
-        list_key = explicit[canonical]
+    splits: dict[str, list[dict]] = {}
+    for s, list_key in explicit.items():
         _check_list(content, list_key, path)
-        items = _load(path, list_key, root)
-    else:
-        list_key = key
-        total = _check_list(content, key, path)
-        items = _load(path, key, root)
-        partitioned = [s for s in _SPLITS if s not in explicit]
-        if len(partitioned) > 1:
-            used = [split_ratios[s] for s in partitioned]
-            if sum(used) <= 0:
-                raise ValueError(
-                    f"ratios {tuple(ratios)!r} give zero weight to every split partitioned from {key!r} "
-                    f"({partitioned}) in datalist {path}."
-                )
-            parts = partition_dataset(items, ratios=used, shuffle=True, seed=seed)
-            items = parts[partitioned.index(canonical)]
-        if not items:
-            raise ValueError(
-                f"Split {split!r} of datalist {path} is empty: {total} items of {key!r} partitioned "
-                f"among {partitioned} with ratios {[split_ratios[s] for s in partitioned]}."
-            )
+        splits[s] = _load(path, list_key, root)
+    total = _check_list(content, key, path)
+    items = _load(path, key, root)
+    partitioned = [s for s in _SPLITS if s not in explicit]
+    used = [split_ratios[s] for s in partitioned]
+    if sum(used) <= 0:
+        raise ValueError(
+            f"ratios {tuple(ratios)!r} give zero weight to every split partitioned from {key!r} "
+            f"({partitioned}) in datalist {path}."
+        )
+    if sum(r > 0 for r in used) > 1:
+        parts = _partition_by_subject(items, used, seed, subject_key, path, key)
+    else:  # one split takes everything: nothing to partition
+        parts = [items if r > 0 else [] for r in used]
+    splits.update(zip(partitioned, parts))
+    _check_disjoint_subjects(splits, subject_key, path)
+    items = splits[canonical]
+    list_key = explicit.get(canonical, key)
+    if not items:
+        raise ValueError(
+            f"Split {split!r} of datalist {path} is empty: {total} items of {key!r} partitioned "
+            f"among {partitioned} with ratios {[split_ratios[s] for s in partitioned]}."
+        )
     _check_paths(items, path, list_key)
     return items

@@ -16,7 +16,9 @@ resolved against ``base_dir`` (by default the JSON file's folder)::
 ``source`` may be replaced or joined by other named source lists (e.g. ``source_a``, ``source_b``) for
 teachers trained on different source domains. ``validation`` and ``test`` hold labelled target-domain
 images; when absent they are drawn from ``target_labelled`` by a seeded partition
-(:func:`monai_kd.data.datalist_split`). Labels are integer class indices.
+(:func:`monai_kd.data.datalist_split`). Labels are integer class indices. Items name their person in a ``subject`` (or ``patient``) field: partitions
+are drawn by subject, and a validation or test subject found in any training role (a source list, the labelled
+or the unlabelled target pool) is an error.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from monai.transforms import LoadImage, Resize
 from monai.utils import convert_to_numpy
 
-from .datalist import datalist_split
+from .datalist import _subject, datalist_split
 
 __all__ = ["TARGET_ROLES", "domain_datalist"]
 
@@ -176,4 +178,32 @@ def domain_datalist(
         items = [{**i, "label": np.int64(UNLABELLED)} for i in labelled + unlabelled]
     else:
         items = _labelled_items(datalist_split(path, "train", base_dir, everything, seed, key=role), path, role)
+    if role not in ("val", "test"):
+        _check_held_out_subjects(items, path, role, base_dir, ratios, seed)
     return _load_images(items, spatial_size, grey) if load else items
+
+
+def _check_held_out_subjects(
+    items: list[dict], path: str, role: str, base_dir: str | os.PathLike | None, ratios: Sequence[float], seed: int
+) -> None:
+    """Raise when a training role holds an image of a validation or test subject (a second door to held-out people).
+
+    Subjects are the items' ``subject`` (or ``patient``) fields; items without one are not checked.
+    """
+    held_out: dict[str, str] = {}
+    for split in ("val", "test"):
+        try:
+            for item in datalist_split(path, split, base_dir, ratios, seed, key="target_labelled"):
+                if _subject(item, "subject") is not None:
+                    held_out[_subject(item, "subject")] = split
+        except ValueError as exc:
+            if "is empty" not in str(exc):  # an empty held-out split holds no subject
+                raise
+    for item in items:
+        subject = _subject(item, "subject")
+        if subject in held_out:
+            raise ValueError(
+                f"Datalist file {path}: subject {subject!r} of the {held_out[subject]!r} split also has an image in "
+                f"the training role {role!r} ({item.get('image')}); held-out people must not reach training, "
+                "labelled or not."
+            )

@@ -30,7 +30,10 @@ class FeatureKDLoss(_Loss):
         teacher_channels: channels of the teacher feature.
         spatial_dims: 1, 2 or 3, for the connector convolution.
         connector: ``None`` (default) adds a connector only when channels differ; ``True`` always adds one.
-        interpolation: mode for ``torch.nn.functional.interpolate`` when spatial sizes differ.
+        interpolation: mode for ``torch.nn.functional.interpolate`` when spatial sizes differ. The default
+            ``"area"`` averages the student map over each teacher cell when shrinking it (adaptive average
+            pooling), so every student position counts; ``"nearest"`` would compare one sampled position per cell
+            (a 4x4 map against a 1x1 target sees one pixel of sixteen).
         reduction: ``"mean"``, ``"sum"`` or ``"none"`` (per instance).
     """
 
@@ -43,7 +46,7 @@ class FeatureKDLoss(_Loss):
         teacher_channels: int | None = None,
         spatial_dims: int = 2,
         connector: bool | None = None,
-        interpolation: str = "nearest",
+        interpolation: str = "area",
         reduction: str = "mean",
     ) -> None:
         super().__init__(reduction=reduction)

@@ -20,9 +20,13 @@ class LearnedGateWeighting(TeacherWeighting):
     which input without back-propagating into teachers or student. A two-layer MLP maps it to K scores and a
     softmax over teachers gives ``w(b)``, non-negative and summing to one.
 
-    The gate trains through the loss it weights: :class:`monai_kd.losses.multi_teacher.MultiTeacherKDLoss` keeps
-    the weights in the graph, so include ``loss.parameters()`` in the student's optimizer. ``features`` and
-    ``labels`` are accepted for interface compatibility and ignored.
+    Its training signal comes from the labels: :class:`monai_kd.losses.multi_teacher.MultiTeacherKDLoss` (with its
+    default ``weighting_signal="label"``) adds the cross-entropy of the fused teacher prediction
+    ``sum_k w_k p_k`` on the labelled rows, so weight moves to the teachers that are right on inputs like these, and
+    the gate applies what it learned to unlabelled rows. Trained only through the KD term it weights, a gate would
+    instead learn to trust whichever teacher the student already agrees with. Include ``loss.parameters()`` in the
+    student's optimizer. ``features`` and ``labels`` are accepted for interface compatibility and ignored by the
+    forward pass.
 
     Args:
         num_teachers: K.

@@ -86,8 +86,8 @@ def slice_files(tmp_path_factory, brats) -> dict[str, list[dict]]:
             name = f"{role}/{item['subject']}_z{item['slice']:03d}.nii.gz"
             (folder / role).mkdir(exist_ok=True)
             nib.Nifti1Image(item["image"][0], np.eye(4)).to_filename(folder / name)
-            entry = {"image": name, "label": int(item["label"])}
-            lists[role].append(entry if role != "target_unlabelled" else {"image": name})
+            entry = {"image": name, "label": int(item["label"]), "subject": item["subject"]}
+            lists[role].append(entry if role != "target_unlabelled" else {"image": name, "subject": item["subject"]})
     return {"folder": folder, **lists}
 
 
@@ -111,16 +111,45 @@ def test_domain_datalist_roles_labels_and_loading(slice_files):
     target = domain_datalist(path, "target", load=False)
     assert len(target) == 18 and {int(i["label"]) for i in target} == {-1} and os.path.isabs(target[0]["image"])
     assert len(domain_datalist(path, "val", load=False)) == 6 and len(domain_datalist(path, "test", load=False)) == 6
-    # without explicit validation/test lists they are a seeded partition of target_labelled
-    content = {k: v for k, v in slice_files.items() if k not in ("folder", "validation", "test")}
+    # without explicit validation/test lists they are a seeded partition of target_labelled, by patient
+    pool = slice_files["target_labelled"] + slice_files["validation"] + slice_files["test"]  # 3 patients
+    content = {"source": slice_files["source"], "target_unlabelled": slice_files["target_unlabelled"]}
     partitioned = slice_files["folder"] / "no_val.json"
-    partitioned.write_text(json.dumps(content))
+    partitioned.write_text(json.dumps({**content, "target_labelled": pool}))
     parts = [
-        domain_datalist(partitioned, r, load=False, ratios=(0.34, 0.33, 0.33))
+        domain_datalist(partitioned, r, load=False, ratios=(0.34, 0.33, 0.33), seed=seed)
+        for seed in range(3)
         for r in ("target_labelled", "val", "test")
     ]
-    assert sum(len(p) for p in parts) == 6 and all(parts)
-    assert len({i["image"] for p in parts for i in p}) == 6
+    for first in range(0, len(parts), 3):
+        subjects = [{i["subject"] for i in p} for p in parts[first : first + 3]]
+        n_patients = len({i["subject"] for i in pool})
+        assert all(subjects) and sum(len(s) for s in subjects) == len(set.union(*subjects)) == n_patients  # disjoint
+        assert sum(len(p) for p in parts[first : first + 3]) == len(pool)
+    # an unlabelled image of a patient the partition put in test is refused (caught across JSON lists)
+    test_item = domain_datalist(partitioned, "test", load=False, ratios=(0.34, 0.33, 0.33))[0]
+    leak = {"image": os.path.relpath(test_item["image"], folder_of(partitioned)), "subject": test_item["subject"]}
+    partitioned.write_text(json.dumps({**content, "target_labelled": pool, "target_unlabelled": [leak]}))
+    with pytest.raises(ValueError, match="of the 'test' split also has an image in the training role"):
+        domain_datalist(partitioned, "target_unlabelled", load=False, ratios=(0.34, 0.33, 0.33))
+
+
+def folder_of(path: Path) -> Path:
+    return Path(path).parent
+
+
+def test_held_out_patient_in_a_training_role_is_refused(slice_files):
+    folder = slice_files["folder"]
+    test_patient = slice_files["test"][0]["subject"]
+    leak = {"image": slice_files["test"][0]["image"], "subject": test_patient}
+    leaky = _datalist_json(slice_files, folder / "leaky.json", target_unlabelled=slice_files["target_unlabelled"] + [leak])
+    for role in ("target_unlabelled", "target"):
+        with pytest.raises(ValueError, match=f"subject '{test_patient}'.*'test'"):
+            domain_datalist(leaky, role, load=False)
+    # a test patient's image in a source list (a second door through the teachers)
+    leaky = _datalist_json(slice_files, folder / "leaky_source.json", source=slice_files["source"] + [{**leak, "label": 1}])
+    with pytest.raises(ValueError, match=f"subject '{test_patient}'.*'test'"):
+        domain_datalist(leaky, "source", load=False)
 
 
 def test_domain_datalist_errors_name_what_is_wrong(slice_files):

@@ -37,7 +37,7 @@ def _cases(root: Path, n: int = N_CASES, prefix: str = "case") -> list[dict]:
         image, label = f"imagesTr/{prefix}_{i}.nii.gz", f"labelsTr/{prefix}_{i}.nii.gz"
         _nifti(root / image, float(i))
         _nifti(root / label, float(i % 2))
-        items.append({"image": image, "label": label})
+        items.append({"image": image, "label": label, "subject": f"{prefix}{i}"})
     return items
 
 
@@ -135,6 +135,49 @@ def test_decathlon_layout_with_test_paths(tmp_path: Path) -> None:
     assert not set(_names(train)) & set(_names(val))
 
 
+def _slices(root: Path, patients: int, per_patient: int, field: str = "subject") -> list[dict]:
+    """Slice-level items: several images of each patient (the review's case: 2 patients x 10 slices)."""
+    items = []
+    for p in range(patients):
+        for z in range(per_patient):
+            image = f"slices/case{p:02d}_z{z:03d}.nii.gz"
+            _nifti(root / image, float(z))
+            items.append({"image": image, "label": z % 2, field: f"case{p:02d}"})
+    return items
+
+
+@pytest.mark.parametrize("field", ["subject", "patient"])
+def test_a_patient_never_lands_in_two_splits(tmp_path: Path, field: str) -> None:
+    path = _write_json(tmp_path / "slices.json", {"training": _slices(tmp_path, 2, 10, field)})
+    for seed in range(5):
+        parts = {s: datalist_split(path, s, ratios=(0.5, 0.0, 0.5), seed=seed) for s in ("train", "test")}
+        subjects = {s: {item[field] for item in items} for s, items in parts.items()}
+        assert len(subjects["train"]) == len(subjects["test"]) == 1 and not subjects["train"] & subjects["test"]
+        assert len(parts["train"]) == len(parts["test"]) == 10  # every slice of a patient goes with the patient
+    # ten patients of three slices, 80/10/10: 8 / 1 / 1 patients
+    path = _write_json(tmp_path / "ten.json", {"training": _slices(tmp_path, 10, 3)})
+    sizes = [len(datalist_split(path, s)) for s in ("train", "val", "test")]
+    assert sizes == [24, 3, 3]
+
+
+def test_items_without_subject_are_refused_unless_declared_distinct(tmp_path: Path) -> None:
+    items = [{k: v for k, v in item.items() if k != "subject"} for item in _slices(tmp_path, 2, 10)]
+    path = _write_json(tmp_path / "slices.json", {"training": items})
+    with pytest.raises(ValueError) as exc_info:
+        datalist_split(path, "train")
+    _assert_one_line(exc_info, str(path), "'subject'", "two splits", "subject_key=None")
+    assert len(datalist_split(path, "train", subject_key=None)) == 16  # the caller says each item is a person
+
+
+def test_a_subject_in_two_explicit_lists_is_refused(tmp_path: Path) -> None:
+    training = _slices(tmp_path, 3, 2)
+    content = {"training": training[:4], "validation": training[2:4], "test": training[4:]}  # case01 in two lists
+    path = _write_json(tmp_path / "overlap.json", content)
+    with pytest.raises(ValueError) as exc_info:
+        datalist_split(path, "train")
+    _assert_one_line(exc_info, str(path), "'case01'", "both")
+
+
 def test_base_dir_classification_labels_and_dicom_folder(tmp_path: Path) -> None:
     data_root = tmp_path / "data"
     (data_root / "series_a").mkdir(parents=True)  # a DICOM series folder
@@ -144,12 +187,13 @@ def test_base_dir_classification_labels_and_dicom_folder(tmp_path: Path) -> None
     training = [{"image": "series_a", "label": 1}, {"image": "b.nii.gz", "label": 0}]
     path = _write_json(json_dir / "list.json", {"training": training, "validation": training[:1]})
     # only "validation" is explicit: test is carved from "training" unless its ratio is 0
-    train = datalist_split(path, "train", base_dir=data_root, ratios=(1.0, 0.0, 0.0))
+    train = datalist_split(path, "train", base_dir=data_root, ratios=(1.0, 0.0, 0.0), subject_key=None)
     assert sorted(train, key=lambda item: item["image"]) == [
         {"image": str(data_root / "b.nii.gz"), "label": 0},
         {"image": str(data_root / "series_a"), "label": 1},
     ]
-    assert datalist_split(path, "val", base_dir=data_root) == [{"image": str(data_root / "series_a"), "label": 1}]
+    val = datalist_split(path, "val", base_dir=data_root, subject_key=None)
+    assert val == [{"image": str(data_root / "series_a"), "label": 1}]
 
 
 @pytest.mark.skipif(not TOTALSEG.is_dir(), reason=f"shared data folder missing: {TOTALSEG}")
@@ -159,14 +203,15 @@ def test_real_totalsegmentator_dicom_and_nifti(tmp_path: Path) -> None:
         {"image": "example_ct_sm.nii.gz", "label": "example_seg.nii.gz"},
     ]
     path = _write_json(tmp_path / "totalseg.json", {"training": training, "validation": [training[1]]})
-    train = sorted(datalist_split(path, "train", base_dir=TOTALSEG, ratios=(1.0, 0.0, 0.0)), key=lambda d: d["image"])
+    train = datalist_split(path, "train", base_dir=TOTALSEG, ratios=(1.0, 0.0, 0.0), subject_key=None)
+    train = sorted(train, key=lambda d: d["image"])
     assert train[0] == {
         "image": str(TOTALSEG / "example_ct_dicom"),
         "label": str(TOTALSEG / "example_seg_dicom.nii.gz"),
     }
     assert len(list(Path(train[0]["image"]).iterdir())) == 20  # 20-slice CT series
     assert train[1] == {"image": str(TOTALSEG / "example_ct_sm.nii.gz"), "label": str(TOTALSEG / "example_seg.nii.gz")}
-    assert datalist_split(path, "val", base_dir=TOTALSEG) == [train[1]]
+    assert datalist_split(path, "val", base_dir=TOTALSEG, subject_key=None) == [train[1]]
 
 
 # --------------------------------------------------------------------------- errors
@@ -219,9 +264,10 @@ def test_empty_split_after_partition(tmp_path: Path) -> None:
 
 
 def test_missing_image_path_is_named(tmp_path: Path) -> None:
-    training = _cases(tmp_path, 3)
-    training[1]["image"] = "imagesTr/ghost.nii.gz"
-    path = _write_json(tmp_path / "dataset.json", {"training": training, "validation": training, "test": training[:1]})
+    validation = _cases(tmp_path, 3, "va")
+    validation[1]["image"] = "imagesTr/ghost.nii.gz"
+    content = {"training": _cases(tmp_path, 3), "validation": validation, "test": _cases(tmp_path, 1, "te")}
+    path = _write_json(tmp_path / "dataset.json", content)
     with pytest.raises(FileNotFoundError) as exc_info:
         datalist_split(path, "val")
     _assert_one_line(exc_info, str(path), str(tmp_path / "imagesTr" / "ghost.nii.gz"), "does not exist", "Image")
@@ -231,9 +277,9 @@ def test_missing_image_path_is_named(tmp_path: Path) -> None:
 def test_missing_label_path_is_named(tmp_path: Path) -> None:
     training = _cases(tmp_path, 2)
     training[0]["label"] = "labelsTr/ghost.nii.gz"
-    path = _write_json(tmp_path / "dataset.json", {"training": training, "validation": training[1:]})
+    path = _write_json(tmp_path / "dataset.json", {"training": training, "validation": _cases(tmp_path, 1, "va")})
     with pytest.raises(FileNotFoundError) as exc_info:
-        datalist_split(path, "train")
+        datalist_split(path, "train", ratios=(1.0, 0.0, 0.0))
     _assert_one_line(exc_info, str(tmp_path / "labelsTr" / "ghost.nii.gz"), "Label")
 
 

@@ -7,6 +7,7 @@ import torch
 from ignite.engine import Engine
 
 from monai_kd.handlers import MetricsJSONWriter, WeightAveraging
+from monai_kd.handlers.weight_averaging import recompute_batch_norm
 
 
 def _engine_setting_weights(net: torch.nn.Linear, values: list[float], iters_per_epoch: int = 1) -> Engine:
@@ -57,3 +58,52 @@ def test_metrics_writer_merges_entries_atomically(tmp_path):
     content = json.loads(path.read_text())
     assert content == {"teacher": {"test_auc": 0.9, "parameters": 7}, "student_kd": {"test_auc": 0.8, "parameters": 7}}
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+def _bn_net(weight: float) -> torch.nn.Sequential:
+    """y = BatchNorm(w * x): one weight, one BatchNorm layer without affine parameters."""
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1, affine=False, momentum=None))
+    with torch.no_grad():
+        net[0].weight.fill_(weight)
+    return net
+
+
+def test_swa_recomputes_batch_norm_statistics_of_the_averaged_network():
+    # Hand case from review: weights 1 then 3 over two epochs, input [1, 2, 3]. Per-epoch running variances are
+    # 1 and 9 (unbiased), their mean 5; the averaged network (w = 2) has activations [2, 4, 6], variance 4, mean 4,
+    # so its eval outputs must be [-1, 0, 1] (averaging the statistics would give +-2/sqrt(5) = +-0.894).
+    x = torch.tensor([[1.0], [2.0], [3.0]])
+    net, avg = _bn_net(1.0), _bn_net(0.0)
+
+    def step(engine, batch):
+        with torch.no_grad():
+            net[0].weight.fill_([1.0, 3.0][engine.state.epoch - 1])
+        net.train()
+        net(batch)  # BatchNorm running statistics of this epoch's weights
+
+    engine = Engine(step)
+    WeightAveraging(net, avg, mode="swa", start_epoch=1).attach(engine)
+    engine.run([x], max_epochs=2)
+    assert avg[0].weight.item() == pytest.approx(2.0)
+    assert avg[1].running_mean.item() == pytest.approx(4.0)
+    assert avg[1].running_var.item() == pytest.approx(4.0)
+    avg.eval()
+    assert avg(x).flatten().tolist() == pytest.approx([-1.0, 0.0, 1.0], abs=1e-4)
+    # the trained network (momentum None) holds the cumulative mean of its two epochs, 5: what averaging would give
+    assert avg.training is False and net[1].running_var.item() == pytest.approx(5.0)
+
+
+def test_batch_norm_recomputed_from_given_loaders_with_keys_and_momentum_restored():
+    net = _bn_net(2.0)
+    net[1].momentum = 0.1
+    loaders = [[{"image": torch.tensor([[1.0], [3.0]])}], [{"image_weak": torch.tensor([[5.0], [7.0]])}]]
+    assert recompute_batch_norm(net, loaders, image_key=["image", "image_weak"]) == 2
+    # cumulative average of the two batches' statistics: means 4 and 12, unbiased variances 4*2 and 4*2
+    assert net[1].running_mean.item() == pytest.approx(8.0)
+    assert net[1].running_var.item() == pytest.approx(8.0)
+    assert net[1].momentum == 0.1
+    with pytest.raises(ValueError, match="no batch"):
+        recompute_batch_norm(net, [[]])
+    with pytest.raises(KeyError, match="image"):
+        recompute_batch_norm(net, [[{"img": torch.zeros(2, 1)}]])
+    assert recompute_batch_norm(torch.nn.Linear(1, 1), [[torch.zeros(2, 1)]]) == 0  # no BatchNorm: nothing to do

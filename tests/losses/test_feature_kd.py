@@ -34,3 +34,18 @@ def test_channel_mismatch_without_connector_is_explained():
         FeatureKDLoss(student_channels=None, teacher_channels=8)
     with pytest.raises(ValueError, match="student_channels"):
         FeatureKDLoss(student_layer="a", teacher_layer="b")(torch.randn(1, 2, 3, 3), torch.randn(1, 5, 3, 3))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_default_resize_averages_every_student_position(spatial_dims):
+    # a 4x4 student map against a 1x1 teacher map: a one-hot at the first or the last position must cost the same
+    # (area resize: mean 1/16 against target 0 -> (1/16)^2); a nearest resize would see only the first one
+    size = (4,) * spatial_dims
+    loss = FeatureKDLoss(student_channels=1, teacher_channels=1, spatial_dims=spatial_dims)
+    target = torch.zeros(1, 1, *([1] * spatial_dims))
+    first, last = torch.zeros(1, 1, *size), torch.zeros(1, 1, *size)
+    first.view(-1)[0] = 1.0
+    last.view(-1)[-1] = 1.0
+    expected = (1.0 / first.numel()) ** 2
+    assert loss(first, target).item() == pytest.approx(expected)
+    assert loss(last, target).item() == pytest.approx(expected)

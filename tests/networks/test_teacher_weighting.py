@@ -43,3 +43,21 @@ def test_dense_outputs_and_bad_sharpness():
     assert w.shape == (2, 3) and torch.allclose(w.sum(dim=1), torch.ones(2))
     with pytest.raises(ValueError, match="sharpness"):
         ConfidenceWeighting(sharpness=0)
+
+
+def test_camkd_form_is_ca_mkd_exactly_and_softmin_is_exp_minus_ce():
+    # scores (CE of the label) 0.1, 0.5, 2.0: CA-MKD gives (1 - softmax(CE)) / (K - 1); softmin gives softmax(-CE)
+    ces = [0.1, 0.5, 2.0]
+    logits = torch.stack([torch.tensor([[-c, math.log(1 - math.exp(-c))]]) for c in ces])
+    camkd = ConfidenceWeighting(form="camkd")(logits, labels=torch.tensor([0]))
+    softmin = ConfidenceWeighting()(logits, labels=torch.tensor([0]))
+    assert torch.allclose(camkd, torch.tensor([[0.446, 0.419, 0.136]]), atol=1e-3)
+    assert torch.allclose(softmin, torch.tensor([[0.549, 0.368, 0.082]]), atol=1e-3)
+    # two teachers: both forms are the same; one teacher: weight 1
+    two = logits[:2]
+    assert torch.allclose(
+        ConfidenceWeighting(form="camkd")(two, labels=torch.tensor([0])), ConfidenceWeighting()(two, torch.tensor([0]))
+    )
+    assert ConfidenceWeighting(form="camkd")(logits[:1], labels=torch.tensor([0])).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="form"):
+        ConfidenceWeighting(form="ca-mkd")

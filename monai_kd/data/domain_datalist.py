@@ -31,7 +31,8 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from monai.transforms import LoadImage, Resize
+from monai.data import PILReader
+from monai.transforms import LoadImage, Resize, Zoom
 from monai.utils import convert_to_numpy
 
 from .datalist import _subject, datalist_split
@@ -73,8 +74,14 @@ def _labelled_items(items: list[dict], path: str, key: str) -> list[dict]:
     return out
 
 
+#: Netpbm files (e.g. the STARE fundus set) that ITK cannot open: read with PIL
+_PIL_SUFFIXES = (".ppm", ".pgm", ".pnm", ".pbm")
+
+
 def _read(reader: LoadImage, path: str) -> np.ndarray:
     """``path`` as a float32 channel-first array, with a one-line error naming the file."""
+    if str(path).lower().endswith(_PIL_SUFFIXES):
+        reader = LoadImage(reader=PILReader(), image_only=True, ensure_channel_first=True)
     try:
         return convert_to_numpy(reader(path), dtype=np.float32)
     except Exception as exc:  # readers raise many types (ITK, nibabel, PIL, pydicom)
@@ -94,8 +101,9 @@ def _resize(array: np.ndarray, path: str, spatial_size: Sequence[int] | None, sc
             f"Image {path} has spatial shape {array.shape[1:]}, expected {dims} dimensions "
             f"(spatial_size {tuple(spatial_size)})."
         )
-    size = tuple(spatial_size) if spatial_size is not None else tuple(max(1, round(s * scale)) for s in array.shape[1:])
-    return convert_to_numpy(Resize(size, mode=mode)(array), dtype=np.float32)
+    if spatial_size is None:  # MONAI's Zoom, as an inference config would use it (and Invertd can undo)
+        return convert_to_numpy(Zoom(scale, mode=mode, keep_size=False)(array), dtype=np.float32)
+    return convert_to_numpy(Resize(tuple(spatial_size), mode=mode)(array), dtype=np.float32)
 
 
 def _load_mask(reader: LoadImage, path: str, spatial_size: Sequence[int] | None, scale: float | None) -> np.ndarray:

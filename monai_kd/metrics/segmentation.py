@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["evaluate_segmentation", "foreground_dice", "pixel_roc_auc", "segment_probability"]
+__all__ = ["evaluate_checkpoints", "evaluate_segmentation", "foreground_dice", "pixel_roc_auc", "segment_probability"]
 
 
 def pixel_roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
@@ -123,3 +123,41 @@ def evaluate_segmentation(
         "auc": pixel_roc_auc(torch.cat(scores), torch.cat(labels)),
         "dice_per_image": [float(d) for d in dice],
     }
+
+
+def evaluate_checkpoints(
+    models: Sequence[tuple[str, nn.Module, str]],
+    items: Sequence[dict],
+    preprocess: Callable[[dict], dict],
+    inferer: Callable,
+    device: str | torch.device = "cpu",
+    output_file: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate_segmentation` of several trained networks; optionally written as a JSON file.
+
+    Args:
+        models: ``(name, network, checkpoint path)`` triples (a bundle's ``evaluate.json`` lists its teachers and
+            students).
+        items: labelled items at the original resolution (see :func:`evaluate_segmentation`).
+        preprocess: inference-time transforms.
+        inferer: e.g. a sliding-window inferer.
+        device: device of the networks.
+        output_file: JSON file to write ``{name: {"dice", "auc", "dice_per_image", "parameters"}}`` to.
+    """
+    import json
+    import os
+
+    from monai_kd.networks.pretrained import load_pretrained
+
+    results = {}
+    for name, network, ckpt in models:
+        net = load_pretrained(network, ckpt).to(device)
+        results[name] = {
+            **evaluate_segmentation(net, items, preprocess, inferer, device),
+            "parameters": sum(p.numel() for p in net.parameters()),
+        }
+    if output_file is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
+        with open(output_file, "w") as f:
+            json.dump(results, f, indent=2)
+    return results

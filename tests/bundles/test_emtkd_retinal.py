@@ -1,0 +1,126 @@
+"""The EMTKD bundle's default benchmark: retinal vessel segmentation across devices, in-process on the real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser, run
+from PIL import Image
+
+from conftest import REPO
+
+BUNDLE = REPO / "bundles" / "emtkd"
+CONFIGS = BUNDLE / "configs"
+TRAIN = str(CONFIGS / "train.json")
+META = str(CONFIGS / "metadata.json")
+TINY = {"teacher_epochs": 1, "max_epochs": 1, "epoch_length": 2, "val_interval": 1, "log_interval": 1}
+
+
+@pytest.fixture(scope="module")
+def retinal(data_dir) -> Path:
+    folder = data_dir / "retinal-vessels"
+    if not folder.is_dir():
+        pytest.skip("retinal-vessels data not found")
+    return folder
+
+
+def _parser(root: Path, retinal: Path, **override) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    parser["bundle_root"] = str(root)
+    parser["dataset_dir"] = str(retinal)
+    for key, value in override.items():
+        parser[key] = value
+    return parser
+
+
+@pytest.mark.parametrize("split_seed", [None, 1])
+def test_default_benchmark_teachers_see_sources_and_no_held_out_person(tmp_path, retinal, split_seed):
+    parser = _parser(tmp_path, retinal, split_seed=split_seed)
+    people = lambda key: {i["subject"] for i in parser.get_parsed_content(key)}  # noqa: E731
+    held_out = people("val_datalist") | people("test_datalist")
+    assert len(held_out) == 14
+    assert {i["domain"] for i in parser.get_parsed_content("teacher_a#datalist")} == {"STARE", "VEVIO"}
+    for key in ("teacher_a#datalist", "teacher_b#datalist", "target_datalist", "target_labelled_datalist",
+                "target_unlabelled_datalist"):
+        assert not people(key) & held_out, key
+    assert len(people("target_labelled_datalist")) == 4 and len(people("target_unlabelled_datalist")) == 12
+    assert all(int(i["label"]) == -1 for i in parser.get_parsed_content("target_unlabelled_datalist"))
+    # the test split is evaluated at the labels' own resolution, the training lists are zoomed by `scale`
+    test = parser.get_parsed_content("test_datalist")[0]
+    assert test["image"].shape[1:] == test["label"].shape[1:] and test["image"].shape[1] > 1000
+    sizes = {key: sum(p.numel() for p in parser.get_parsed_content(key).parameters())
+             for key in ("teacher_a#network_def", "teacher_b#network_def", "network_def")}
+    assert min(sizes["teacher_a#network_def"], sizes["teacher_b#network_def"]) >= 5 * sizes["network_def"]
+
+
+def test_fixmatch_views_share_geometry_and_differ_only_photometrically(tmp_path, retinal):
+    """Weak and strong views of an unlabelled patch are the same crop, flip and rotation of the image."""
+    parser = _parser(tmp_path, retinal)
+    transform = parser.get_parsed_content("unlabelled_transforms")
+    transform.set_random_state(0)
+    yy, xx = np.meshgrid(np.arange(200.0), np.arange(150.0), indexing="ij")
+    image = (np.sin(xx / 7.0) + np.cos(yy / 11.0) + xx / 150.0)[None].astype(np.float32)  # no symmetry
+    correlations = []
+    for _ in range(10):
+        for view in transform({"image": image}):
+            weak, strong = (np.asarray(view[k]).ravel() for k in ("image_weak", "image_strong"))
+            kept = strong != 0  # outside the cut-out hole
+            correlations.append(np.corrcoef(weak[kept], strong[kept])[0, 1])
+    assert min(correlations) > 0.7  # a flip or crop of one view only would decorrelate them
+    assert max(correlations) < 1.0  # and the strong view is really perturbed
+
+
+def test_bundle_trains_evaluates_and_infers_on_real_retinal_images(tmp_path, retinal):
+    run("run", config_file=TRAIN, meta_file=META, bundle_root=str(tmp_path), dataset_dir=str(retinal), **TINY)
+    names = sorted(p.name for p in (tmp_path / "models").iterdir())
+    assert names == ["model.pt", "student_alone.pt", "teacher_a.pt", "teacher_b.pt", "teacher_weighting.pt"]
+
+    run("run", config_file=[TRAIN, str(CONFIGS / "evaluate.json")], meta_file=META, bundle_root=str(tmp_path),
+        dataset_dir=str(retinal))
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert set(metrics) == {"teacher_a", "teacher_b", "student_alone", "student_emtkd"}
+    for m in metrics.values():
+        assert 0 <= m["dice"] <= 1 and 0 <= m["auc"] <= 1 and len(m["dice_per_image"]) == 10
+
+    images = tmp_path / "photos"
+    images.mkdir()
+    source = retinal / "AV-WIDE" / "images" / "wide_image_02.png"
+    Image.open(source).save(images / "wide_image_02.png")
+    run("run", config_file=str(CONFIGS / "inference.json"), meta_file=META, bundle_root=str(tmp_path),
+        dataset_dir=str(images))
+    mask = Image.open(tmp_path / "eval" / "wide_image_02_vessels.png")
+    assert mask.size == Image.open(source).size and set(np.unique(np.asarray(mask))) <= {0, 255}
+
+
+def test_inference_mask_is_the_networks_prediction(tmp_path, retinal):
+    """The written mask equals argmax of the network on the zoomed, normalised green channel, brought back."""
+    from monai.inferers import SlidingWindowInferer
+
+    from monai_kd.metrics.segmentation import segment_probability
+
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def").eval()
+    (tmp_path / "models").mkdir()
+    torch.save(net.state_dict(), tmp_path / "models" / "model.pt")
+    images = tmp_path / "photos"
+    images.mkdir()
+    rgb = np.asarray(Image.open(retinal / "VEVIO" / "frames" / "neo02od1_d.png"))
+    Image.fromarray(rgb).save(images / "neo02.png")
+    run("run", config_file=str(CONFIGS / "inference.json"), meta_file=META, bundle_root=str(tmp_path),
+        dataset_dir=str(images))
+    mask = np.asarray(Image.open(tmp_path / "eval" / "neo02_vessels.png")) > 0
+    train = _parser(tmp_path, retinal)
+    green = rgb[..., 1].T[None].astype(np.float32)  # MONAI's PIL reader gives (W, H)
+    prob = segment_probability(net, green, train.get_parsed_content("inference_transforms"),
+                               SlidingWindowInferer((128, 128), sw_batch_size=8, overlap=0.25))
+    prob = prob.numpy().T
+    decided = np.abs(prob - 0.5) > 0.1  # away from the decision boundary (upsampling: Invertd vs bilinear)
+    assert decided.mean() > 0.2
+    assert (mask == (prob >= 0.5))[decided].mean() > 0.99

@@ -104,13 +104,17 @@ def retinal_target_split(dataset_dir: str | os.PathLike, split_seed: int | None 
     return out
 
 
-def retinal_datalist(dataset_dir: str | os.PathLike, split_seed: int | None = None) -> dict[str, list[dict]]:
+def retinal_datalist(
+    dataset_dir: str | os.PathLike, split_seed: int | None = None, all_target_labels: bool = False
+) -> dict[str, list[dict]]:
     """The retinal benchmark as a cross-domain segmentation datalist (absolute paths; see the module docstring).
 
     Args:
         dataset_dir: the ``retinal-vessels`` folder.
         split_seed: ``None`` for the target split of ``splits.json``; an integer re-draws the target people with
             the same role sizes (4 / 12 / 4 / 10).
+        all_target_labels: the upper reference: ``target_labelled`` holds all 16 target training people with their
+            masks (the 4 labelled and the 12 otherwise unlabelled ones); validation and test are unchanged.
 
     Returns:
         ``{"source", "STARE", "VEVIO", "target_labelled", "target_unlabelled", "validation", "test"}`` lists of
@@ -122,11 +126,13 @@ def retinal_datalist(dataset_dir: str | os.PathLike, split_seed: int | None = No
     out: dict[str, list[dict]] = {"source": [i for d in SOURCE_DOMAINS for i in sources[d]], **sources}
     for role, names in split.items():
         out[role] = [_target_item(root, name, labelled=role != "target_unlabelled") for name in names]
+    if all_target_labels:
+        out["target_labelled"] += [_target_item(root, Path(i["image"]).name, True) for i in out["target_unlabelled"]]
     return out
 
 
 def write_retinal_datalist(
-    dataset_dir: str | os.PathLike, path: str | os.PathLike, split_seed: int | None = None
+    dataset_dir: str | os.PathLike, path: str | os.PathLike, split_seed: int | None = None, all_target_labels: bool = False
 ) -> str:
     """Write :func:`retinal_datalist` as a JSON file with paths relative to its folder; return the path.
 
@@ -134,7 +140,7 @@ def write_retinal_datalist(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    content = retinal_datalist(dataset_dir, split_seed)
+    content = retinal_datalist(dataset_dir, split_seed, all_target_labels)
     relative = {
         role: [
             {k: os.path.relpath(v, path.parent) if k in ("image", "label", "fov") else v for k, v in item.items()}

@@ -124,3 +124,21 @@ def test_inference_mask_is_the_networks_prediction(tmp_path, retinal):
     decided = np.abs(prob - 0.5) > 0.1  # away from the decision boundary (upsampling: Invertd vs bilinear)
     assert decided.mean() > 0.2
     assert (mask == (prob >= 0.5))[decided].mean() > 0.99
+
+
+def test_evidence_report_of_retinal_records_is_paired_and_apart_from_classification():
+    from conftest import load_script
+
+    ev = load_script("emtkd_evidence")
+    rec = lambda method, seed, dice: {  # noqa: E731
+        "benchmark": "retinal", "method": method, "seed": seed, "dice": dice, "auc": 0.9, "val_dice": 0.5,
+        "val_auc": 0.9, "parameters": 51777,
+    }
+    runs = [rec("emtkd", 0, 0.60), rec("emtkd", 1, 0.70), rec("uniform_mtkd", 0, 0.55), rec("uniform_mtkd", 1, 0.65),
+            rec("student_all_target_labels", 0, 0.8)]
+    text = ev.markdown_retinal({"runs": runs, "selection": {}})
+    assert "| emtkd | 2 | 51,777 | 0.650 ± 0.071 | 0.900 ± 0.000 | 0.500 ± 0.000 |" in text
+    assert "| student_all_target_labels | 1 |" in text
+    assert "test-dice gain of emtkd over uniform_mtkd: 0.050 ± 0.000 (emtkd higher on 2/2 seeds)" in text
+    assert "retinal" not in ev.markdown({"runs": runs, "selection": {}}, None)  # classification tables ignore it
+    assert ev.RETINAL_METHODS[-1] == "student_all_target_labels" and set(ev.METHODS) < set(ev.RETINAL_METHODS)

@@ -137,7 +137,11 @@ class Evidence:
         overrides: config overrides of every run (e.g. the quick mode's epochs).
     """
 
-    selection_metric = "val_auc"  # validation metric choosing the single teacher
+    # validation signals of every choice: the metric, the margin of a tie, the tie-breaker (+1 higher is better)
+    selection_metric = "val_auc"
+    tie_margin = 0.002
+    tie_breaker = ("val_nll", -1)
+    selection_rule = SELECTION_RULE
 
     def __init__(self, work: Path, output: Path, overrides: dict[str, Any]) -> None:
         self.work = work
@@ -365,14 +369,15 @@ class Evidence:
         for weighting in WEIGHTING_GRID:
             student = self.student(benchmark, seed, da, list(TEACHERS), weighting, 1.0)
             m = self.evaluate(benchmark, seed, "network_def", student / "models" / "model.pt")
-            grid.append({"weighting": weighting, "val_auc": m["val_auc"], "val_nll": m["val_nll"], "seed": seed})
+            metric, (breaker, sign) = self.selection_metric, self.tie_breaker
+            grid.append({"weighting": weighting, metric: m[metric], breaker: m[breaker], "seed": seed})
         best = grid[0]
         for g in grid[1:]:
-            if g["val_auc"] > best["val_auc"] + 0.002 or (
-                abs(g["val_auc"] - best["val_auc"]) <= 0.002 and g["val_nll"] < best["val_nll"]
+            if g[metric] > best[metric] + self.tie_margin or (
+                abs(g[metric] - best[metric]) <= self.tie_margin and sign * (g[breaker] - best[breaker]) > 0
             ):
                 best = g
-        self.results["selection"][benchmark] = {"rule": SELECTION_RULE, "grid": grid, "chosen": best["weighting"]}
+        self.results["selection"][benchmark] = {"rule": self.selection_rule, "grid": grid, "chosen": best["weighting"]}
         self.save()
         return best["weighting"]
 
@@ -393,6 +398,9 @@ class RetinalEvidence(Evidence):
     """
 
     selection_metric = "val_dice"
+    tie_margin = 0.005
+    tie_breaker = ("val_auc", 1)
+    selection_rule = RETINAL_SELECTION_RULE
 
     def _split_seed(self, seed: int) -> int | None:
         return None if seed == 0 else seed
@@ -463,26 +471,6 @@ class RetinalEvidence(Evidence):
         )
         root = self.train(benchmark, seed, "run_student_alone", "student_all_target_labels", datalist=datalist)
         self.record({**base, **self.evaluate(benchmark, seed, "network_def", root / "models" / "student_alone.pt")})
-
-    def choose_weighting(self, benchmark: str, seed: int, da: Path) -> str:
-        """EMTKD's weighting kind, chosen on validation Dice on the first seed, then reused."""
-        selection = self.results["selection"].get(benchmark)
-        if selection and "chosen" in selection:
-            return selection["chosen"]
-        grid = []
-        for weighting in WEIGHTING_GRID:
-            student = self.student(benchmark, seed, da, list(TEACHERS), weighting, 1.0)
-            m = self.evaluate(benchmark, seed, "network_def", student / "models" / "model.pt")
-            grid.append({"weighting": weighting, "val_dice": m["val_dice"], "val_auc": m["val_auc"], "seed": seed})
-        best = grid[0]
-        for g in grid[1:]:
-            if g["val_dice"] > best["val_dice"] + 0.005 or (
-                abs(g["val_dice"] - best["val_dice"]) <= 0.005 and g["val_auc"] > best["val_auc"]
-            ):
-                best = g
-        self.results["selection"][benchmark] = {"rule": RETINAL_SELECTION_RULE, "grid": grid, "chosen": best["weighting"]}
-        self.save()
-        return best["weighting"]
 
 
 

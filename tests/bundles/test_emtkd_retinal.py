@@ -20,14 +20,6 @@ META = str(CONFIGS / "metadata.json")
 TINY = {"teacher_epochs": 1, "max_epochs": 1, "epoch_length": 2, "val_interval": 1, "log_interval": 1}
 
 
-@pytest.fixture(scope="module")
-def retinal(data_dir) -> Path:
-    folder = data_dir / "retinal-vessels"
-    if not folder.is_dir():
-        pytest.skip("retinal-vessels data not found")
-    return folder
-
-
 def _parser(root: Path, retinal: Path, **override) -> ConfigParser:
     parser = ConfigParser()
     parser.read_config(TRAIN)
@@ -39,8 +31,8 @@ def _parser(root: Path, retinal: Path, **override) -> ConfigParser:
 
 
 @pytest.mark.parametrize("split_seed", [None, 1])
-def test_default_benchmark_teachers_see_sources_and_no_held_out_person(tmp_path, retinal, split_seed):
-    parser = _parser(tmp_path, retinal, split_seed=split_seed)
+def test_default_benchmark_teachers_see_sources_and_no_held_out_person(tmp_path, retinal_dir, split_seed):
+    parser = _parser(tmp_path, retinal_dir, split_seed=split_seed)
     people = lambda key: {i["subject"] for i in parser.get_parsed_content(key)}  # noqa: E731
     held_out = people("val_datalist") | people("test_datalist")
     assert len(held_out) == 14
@@ -58,9 +50,9 @@ def test_default_benchmark_teachers_see_sources_and_no_held_out_person(tmp_path,
     assert min(sizes["teacher_a#network_def"], sizes["teacher_b#network_def"]) >= 5 * sizes["network_def"]
 
 
-def test_fixmatch_views_share_geometry_and_differ_only_photometrically(tmp_path, retinal):
+def test_fixmatch_views_share_geometry_and_differ_only_photometrically(tmp_path, retinal_dir):
     """Weak and strong views of an unlabelled patch are the same crop, flip and rotation of the image."""
-    parser = _parser(tmp_path, retinal)
+    parser = _parser(tmp_path, retinal_dir)
     transform = parser.get_parsed_content("unlabelled_transforms")
     transform.set_random_state(0)
     yy, xx = np.meshgrid(np.arange(200.0), np.arange(150.0), indexing="ij")
@@ -75,13 +67,13 @@ def test_fixmatch_views_share_geometry_and_differ_only_photometrically(tmp_path,
     assert max(correlations) < 1.0  # and the strong view is really perturbed
 
 
-def test_bundle_trains_evaluates_and_infers_on_real_retinal_images(tmp_path, retinal):
-    run("run", config_file=TRAIN, meta_file=META, bundle_root=str(tmp_path), dataset_dir=str(retinal), **TINY)
+def test_bundle_trains_evaluates_and_infers_on_real_retinal_images(tmp_path, retinal_dir):
+    run("run", config_file=TRAIN, meta_file=META, bundle_root=str(tmp_path), dataset_dir=str(retinal_dir), **TINY)
     names = sorted(p.name for p in (tmp_path / "models").iterdir())
     assert names == ["model.pt", "student_alone.pt", "teacher_a.pt", "teacher_b.pt", "teacher_weighting.pt"]
 
     run("run", config_file=[TRAIN, str(CONFIGS / "evaluate.json")], meta_file=META, bundle_root=str(tmp_path),
-        dataset_dir=str(retinal))
+        dataset_dir=str(retinal_dir))
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics) == {"teacher_a", "teacher_b", "student_alone", "student_emtkd"}
     for m in metrics.values():
@@ -89,7 +81,7 @@ def test_bundle_trains_evaluates_and_infers_on_real_retinal_images(tmp_path, ret
 
     images = tmp_path / "photos"
     images.mkdir()
-    source = retinal / "AV-WIDE" / "images" / "wide_image_02.png"
+    source = retinal_dir / "AV-WIDE" / "images" / "wide_image_02.png"
     Image.open(source).save(images / "wide_image_02.png")
     run("run", config_file=str(CONFIGS / "inference.json"), meta_file=META, bundle_root=str(tmp_path),
         dataset_dir=str(images))
@@ -97,7 +89,7 @@ def test_bundle_trains_evaluates_and_infers_on_real_retinal_images(tmp_path, ret
     assert mask.size == Image.open(source).size and set(np.unique(np.asarray(mask))) <= {0, 255}
 
 
-def test_inference_mask_is_the_networks_prediction(tmp_path, retinal):
+def test_inference_mask_is_the_networks_prediction(tmp_path, retinal_dir):
     """The written mask equals argmax of the network on the zoomed, normalised green channel, brought back."""
     from monai.inferers import SlidingWindowInferer
 
@@ -111,12 +103,12 @@ def test_inference_mask_is_the_networks_prediction(tmp_path, retinal):
     torch.save(net.state_dict(), tmp_path / "models" / "model.pt")
     images = tmp_path / "photos"
     images.mkdir()
-    rgb = np.asarray(Image.open(retinal / "VEVIO" / "frames" / "neo02od1_d.png"))
+    rgb = np.asarray(Image.open(retinal_dir / "VEVIO" / "frames" / "neo02od1_d.png"))
     Image.fromarray(rgb).save(images / "neo02.png")
     run("run", config_file=str(CONFIGS / "inference.json"), meta_file=META, bundle_root=str(tmp_path),
         dataset_dir=str(images))
     mask = np.asarray(Image.open(tmp_path / "eval" / "neo02_vessels.png")) > 0
-    train = _parser(tmp_path, retinal)
+    train = _parser(tmp_path, retinal_dir)
     green = rgb[..., 1].T[None].astype(np.float32)  # MONAI's PIL reader gives (W, H)
     prob = segment_probability(net, green, train.get_parsed_content("inference_transforms"),
                                SlidingWindowInferer((128, 128), sw_batch_size=8, overlap=0.25))

@@ -18,14 +18,6 @@ TRAINING_ROLES = ("source", "STARE", "VEVIO", "target_labelled", "target_unlabel
 SEEDS = (None, 0, 1, 2, 3, 7)
 
 
-@pytest.fixture(scope="module")
-def retinal_dir(data_dir) -> Path:
-    folder = data_dir / "retinal-vessels"
-    if not folder.is_dir():
-        pytest.skip("retinal-vessels data not found")
-    return folder
-
-
 def _people(items):
     return {i["subject"] for i in items}
 

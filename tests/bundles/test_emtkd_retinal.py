@@ -134,3 +134,44 @@ def test_evidence_report_of_retinal_records_is_paired_and_apart_from_classificat
     assert "test-dice gain of emtkd over uniform_mtkd: 0.050 ± 0.000 (emtkd higher on 2/2 seeds)" in text
     assert "retinal" not in ev.markdown({"runs": runs, "selection": {}}, None)  # classification tables ignore it
     assert ev.RETINAL_METHODS[-1] == "student_all_target_labels" and set(ev.METHODS) < set(ev.RETINAL_METHODS)
+
+
+class _HalfConfident(torch.nn.Module):
+    """A fixed 'teacher': vessel with logit margin 10 on the left half of the image, undecided on the right half."""
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], 2, *x.shape[2:])
+        logits[:, 1, :, : x.shape[-1] // 2] = 10.0
+        return logits
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "camkd", "gate"])
+def test_dense_semi_supervised_step_keeps_exactly_the_confident_pixels(weighting):
+    """Pixel-wise FixMatch from fused dense teachers: confident on half the pixels -> half the pseudo-labels kept."""
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+
+    from monai_kd.engines import SemiSupervisedDistillationTrainer
+    from monai_kd.losses import DistillationLoss, FixMatchLoss, MultiTeacherKDLoss
+    from monai_kd.networks import ConfidenceWeighting, LearnedGateWeighting, UniformWeighting
+
+    torch.manual_seed(0)
+    student = UNet(2, 1, 2, (4, 8), (2,), num_res_units=0)
+    module = {"uniform": UniformWeighting(), "camkd": ConfidenceWeighting(form="camkd"),
+              "gate": LearnedGateWeighting(2, 2)}[weighting]
+    loss = DistillationLoss(DiceCELoss(to_onehot_y=True, softmax=True), MultiTeacherKDLoss(2.0, module))
+    label = torch.zeros(2, 1, 16, 16)
+    label[..., :8] = 1
+    trainer = SemiSupervisedDistillationTrainer(
+        device="cpu", max_epochs=1, epoch_length=1, network=student,
+        optimizer=torch.optim.SGD(list(student.parameters()) + list(loss.parameters()), lr=0.01),
+        loss_function=loss, teachers=[_HalfConfident(), _HalfConfident()],
+        train_data_loader=[{"image": torch.randn(2, 1, 16, 16), "label": label}],
+        unlabeled_data_loader=[{"image_weak": torch.randn(3, 1, 16, 16), "image_strong": torch.randn(3, 1, 16, 16)}],
+        fixmatch_loss=FixMatchLoss(0.95),
+    )
+    trainer.run()
+    out = trainer.state.output[0]  # decollated: the first labelled row
+    assert out["pseudo_label_rate"] == pytest.approx(0.5)  # softmax(10) = 0.99995 >= 0.95, softmax(0) = 0.5 < 0.95
+    assert out["teacher_weights"].shape == (2,) and float(out["teacher_weights"].sum()) == pytest.approx(1.0)
+    assert out["loss_fixmatch"] > 0

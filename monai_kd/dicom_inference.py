@@ -346,7 +346,7 @@ def infer_dicom(
         with _timed(timings, "read"):
             series = load_dicom_series(input, modality=modality, description=description, series_uid=series_uid)
             series.load()  # decode now, so unreadable pixel data is reported before the model is built
-        if task == "segmentation" and not series.is_volume:
+        if task == "segmentation" and not series.is_volume and series.channels == 1:  # colour photographs: 2D SEG
             raise DicomInputError(
                 f"'{input}' has no patient geometry (ImagePositionPatient/ImageOrientationPatient): a DICOM SEG "
                 "cannot reference it validly; convert it to NIfTI to segment it."

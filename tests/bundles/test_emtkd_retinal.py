@@ -175,3 +175,71 @@ def test_dense_semi_supervised_step_keeps_exactly_the_confident_pixels(weighting
     assert out["pseudo_label_rate"] == pytest.approx(0.5)  # softmax(10) = 0.99995 >= 0.95, softmax(0) = 0.5 < 0.95
     assert out["teacher_weights"].shape == (2,) and float(out["teacher_weights"].sum()) == pytest.approx(1.0)
     assert out["loss_fixmatch"] > 0
+
+
+def _secondary_capture_rgb(rgb: np.ndarray, path: Path) -> Path:
+    """A fundus photograph as an RGB Secondary Capture image, the way a fundus camera's export reaches a PACS."""
+    import datetime
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Fundus", "F001", "", "O"
+    ds.StudyDate = ds.ContentDate = datetime.date.today().strftime("%Y%m%d")
+    ds.StudyTime = ds.ContentTime = "120000"
+    ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "", "", "1"
+    ds.SeriesNumber, ds.InstanceNumber, ds.Modality, ds.ConversionType = 1, 1, "OP", "DI"
+    ds.PatientOrientation, ds.ImageLaterality = "", "R"
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_infer_dicom_segments_a_colour_fundus_photograph_into_a_valid_seg(tmp_path, retinal_dir):
+    import highdicom as hd
+    from monai.inferers import SlidingWindowInferer
+
+    from monai_kd import cli
+    from monai_kd.metrics.segmentation import segment_probability
+    dciodvfy_errors = _dciodvfy()
+
+    rgb = np.asarray(Image.open(retinal_dir / "VEVIO" / "frames" / "neo02od1_d.png").convert("RGB"))
+    (tmp_path / "in").mkdir()
+    photo = _secondary_capture_rgb(rgb, tmp_path / "in" / "fundus.dcm")
+    assert dciodvfy_errors(photo) == []
+    parser = ConfigParser()
+    parser.read_config(str(CONFIGS / "inference.json"))
+    torch.manual_seed(0)
+    net = parser.get_parsed_content("network_def").eval()
+    torch.save(net.state_dict(), tmp_path / "student.pt")
+    cli.infer_dicom(str(BUNDLE), str(photo), str(tmp_path / "out"), ckpt_file=str(tmp_path / "student.pt"))
+    (seg_file,) = (tmp_path / "out").glob("*.seg.dcm")
+    assert dciodvfy_errors(seg_file) == []
+    seg = hd.seg.segread(seg_file)
+    assert seg.get_segment_description(1).segment_label == "retinal vessel"
+    mask = np.asarray(seg.pixel_array).reshape(rgb.shape[:2]) > 0  # one frame, rows x columns
+    prob = segment_probability(net, rgb[..., 1].T[None].astype(np.float32),
+                               _parser(tmp_path, retinal_dir).get_parsed_content("inference_transforms"),
+                               SlidingWindowInferer((128, 128), sw_batch_size=8, overlap=0.25)).numpy().T
+    decided = np.abs(prob - 0.5) > 0.1
+    assert decided.mean() > 0.2 and (mask == (prob >= 0.5))[decided].mean() > 0.99  # the student's mask, on the photo
+
+
+def _dciodvfy():
+    """The IOD validator helper of the DICOM tests (tests/io/dicom_testdata.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dicom_testdata", REPO / "tests" / "io" / "dicom_testdata.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dciodvfy_errors

@@ -313,14 +313,14 @@ class Evidence:
     def run_seed(self, benchmark: str, seed: int) -> None:
         """Train and record every method of the protocol for one benchmark and seed."""
         base = {"benchmark": benchmark, "seed": seed}
-        da = self.train(benchmark, seed, "run_teachers", "teachers_da")
-        src = self.train(benchmark, seed, "run_teachers", "teachers_src", dann_weight=0.0)
-        teacher_val = {}
-        for root, adapted in ((da, True), (src, False)):
-            for t in TEACHERS:
+        teacher_val, roots = {}, {}
+        for adapted, name, override in ((True, "teachers_da", {}), (False, "teachers_src", {"dann_weight": 0.0})):
+            root = roots[adapted] = self.train(benchmark, seed, "run_teachers", name, **override)
+            for t in TEACHERS:  # recorded as soon as they are trained (a long run leaves records behind early)
                 m = self.evaluate(benchmark, seed, f"{t}#network_def", root / "models" / f"{t}.pt")
                 teacher_val[(t, adapted)] = m[self.selection_metric]
                 self.record({**base, "method": "teacher_direct", **m, "teacher": t, "domain_adaptation": adapted})
+        da, src = roots[True], roots[False]
 
         alone = self.train(benchmark, seed, "run_student_alone", "student_alone")
         self.record(

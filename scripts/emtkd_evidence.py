@@ -282,6 +282,20 @@ class Evidence:
         out["parameters"] = sum(p.numel() for p in net.parameters())
         return out
 
+    def weighting_module(
+        self, benchmark: str, seed: int, student_root: Path, teachers: list[str], weighting: str
+    ) -> torch.nn.Module:
+        """The ``weighting`` module of the config for ``teachers``, with the state the student's run saved, in eval mode."""
+        parser = self.parser(benchmark, seed)
+        parser["teachers"] = list(teachers)
+        parser.ref_resolver.remove_resolved_content("train#weightings")
+        module = parser.get_parsed_content("train#weightings", instantiate=True)[weighting]
+        parser["teachers"] = list(TEACHERS)
+        state = torch.load(student_root / "models" / "teacher_weighting.pt", map_location="cpu", weights_only=True)
+        module.load_state_dict(state.get("weighting", state))
+        module.eval()
+        return module
+
     @torch.no_grad()
     def teacher_weights(
         self, benchmark: str, seed: int, student_root: Path, teacher_root: Path, teachers: list[str], weighting: str
@@ -291,14 +305,7 @@ class Evidence:
         The weighting sees the teachers' logits only (as on unlabelled data: no labels), the learned gate with the
         weights saved by the run (``models/teacher_weighting.pt``).
         """
-        parser = self.parser(benchmark, seed)
-        parser["teachers"] = list(teachers)
-        parser.ref_resolver.remove_resolved_content("train#weightings")
-        module = parser.get_parsed_content("train#weightings", instantiate=True)[weighting]
-        parser["teachers"] = list(TEACHERS)
-        state = torch.load(student_root / "models" / "teacher_weighting.pt", map_location="cpu", weights_only=True)
-        module.load_state_dict(state.get("weighting", state))
-        module.eval()
+        module = self.weighting_module(benchmark, seed, student_root, teachers, weighting)
         x, _ = self.split(benchmark, seed, "test")
         logits = torch.stack(
             [
@@ -441,14 +448,8 @@ class RetinalEvidence(Evidence):
         self, benchmark: str, seed: int, student_root: Path, teacher_root: Path, teachers: list[str], weighting: str
     ) -> np.ndarray:
         """Per-image teacher weights ``(N, K)`` of the student's weighting on the whole target test images."""
+        module = self.weighting_module(benchmark, seed, student_root, teachers, weighting)
         parser = self.parser(benchmark, seed)
-        parser["teachers"] = list(teachers)
-        parser.ref_resolver.remove_resolved_content("train#weightings")
-        module = parser.get_parsed_content("train#weightings", instantiate=True)[weighting]
-        parser["teachers"] = list(TEACHERS)
-        state = torch.load(student_root / "models" / "teacher_weighting.pt", map_location="cpu", weights_only=True)
-        module.load_state_dict(state.get("weighting", state))
-        module.eval()
         preprocess, inferer = (parser.get_parsed_content(k) for k in ("inference_transforms", "sliding_window"))
         nets = [self.network(benchmark, seed, f"{t}#network_def", teacher_root / "models" / f"{t}.pt") for t in teachers]
         weights = []
@@ -480,6 +481,18 @@ class RetinalEvidence(Evidence):
 def _mean_std(values: list[float]) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+
+
+def _mean_weight_lines(runs: list[dict]) -> list[str]:
+    """The mean teacher weights of the EMTKD students on the target test images (one line, or none)."""
+    emtkd = [r for r in runs if r["method"] == "emtkd" and "test_teacher_weights" in r]
+    if not emtkd:
+        return []
+    mean_w = np.mean([r["test_teacher_weights"] for r in emtkd], axis=0)
+    return [
+        "- mean weight of the EMTKD weighting on the target test images: "
+        + ", ".join(f"{t} {w:.3f}" for t, w in zip(TEACHERS, mean_w))
+    ]
 
 
 def _row_name(record: dict) -> str:
@@ -545,13 +558,7 @@ def markdown(results: dict, plot_name: str | None, before: list[dict] | None = N
                 f"{g['weighting']}: val AUC {g['val_auc']:.4f} / NLL {g['val_nll']:.4f}" for g in sel["grid"]
             )
             lines.append(f"- weighting selection on validation ({grid}): **{sel['chosen']}**")
-        emtkd = [r for r in rs if r["method"] == "emtkd" and "test_teacher_weights" in r]
-        if emtkd:
-            mean_w = np.mean([r["test_teacher_weights"] for r in emtkd], axis=0)
-            lines.append(
-                "- mean weight of the EMTKD weighting on the target test images: "
-                + ", ".join(f"{t} {w:.3f}" for t, w in zip(TEACHERS, mean_w))
-            )
+        lines += _mean_weight_lines(rs)
         lines.append("")
     if plot_name:
         lines += [f"![learned teacher weights]({plot_name})", ""]
@@ -610,13 +617,7 @@ def markdown_retinal(results: dict) -> str:
     if sel:
         grid = ", ".join(f"{g['weighting']}: val Dice {g['val_dice']:.4f} / AUC {g['val_auc']:.4f}" for g in sel["grid"])
         lines.append(f"- weighting selection on validation ({grid}): **{sel['chosen']}**")
-    emtkd = [r for r in rs if r["method"] == "emtkd" and "test_teacher_weights" in r]
-    if emtkd:
-        mean_w = np.mean([r["test_teacher_weights"] for r in emtkd], axis=0)
-        lines.append(
-            "- mean weight of the EMTKD weighting on the target test images: "
-            + ", ".join(f"{t} {w:.3f}" for t, w in zip(TEACHERS, mean_w))
-        )
+    lines += _mean_weight_lines(rs)
     overrides = results.get("overrides") or {}
     if overrides:
         lines.append(f"- **not evidence**: runs with overrides {overrides} (a pipeline check)")

@@ -10,6 +10,7 @@
 - :func:`brats_slice_datalist` / :func:`brats_volume_datalist`: BraTS axial slices ("tumour present" label and
   whole-tumour mask) or volumes per contrast, split by patient, with labelled/unlabelled roles.
 - :func:`shifted_medmnist_datalist`: MedMNIST under named acquisition shifts (:data:`DOMAINS`), disjoint per domain.
+- :func:`held_out_role`: a seeded, stratified held-out role of a split (MMKD's quiz set), disjoint from the rest.
 - :class:`VolumeSliceDataset`: 2D slice items, also from 3D image/label files (e.g. a MONAI Label datastore).
 """
 
@@ -20,6 +21,7 @@ from .datalist import datalist_split
 from .domain_shift import DOMAINS, AcquisitionShift, domain_partition, shifted_medmnist_datalist
 from .images import image_datalist
 from .medmnist import medmnist_datalist
+from .roles import held_out_role
 from .volume_slices import VolumeSliceDataset, volume_slices
 
 __all__ = [
@@ -31,6 +33,7 @@ __all__ = [
     "brats_volume_datalist",
     "datalist_split",
     "domain_partition",
+    "held_out_role",
     "image_datalist",
     "medmnist_datalist",
     "shifted_medmnist_datalist",

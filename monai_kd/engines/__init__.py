@@ -1,20 +1,36 @@
-"""Trainers built on MONAI's engines, and the iteration steps they share."""
+"""One distillation engine on MONAI's ``SupervisedTrainer``, its step hooks, and the trainers configured over it."""
 
 from __future__ import annotations
 
+from monai_kd.engines.distillation_engine import DistillationEngine, StepContext, TrainingStep
 from monai_kd.engines.distillation_trainer import DistillationTrainer
-from monai_kd.engines.domain_adversarial_trainer import DomainAdversarialTrainer
+from monai_kd.engines.domain_adversarial_trainer import DomainAdversarialStep, DomainAdversarialTrainer
+from monai_kd.engines.meta_step import MetaWeightedStep, connector_parameters
 from monai_kd.engines.kdml_recipes import kdml_teacher_mode, kdml_terms
-from monai_kd.engines.multi_student_trainer import LossTerm, MultiStudentTrainer, MultiTermLoss, trainable_parameters
-from monai_kd.engines.semi_supervised_trainer import SemiSupervisedDistillationTrainer
+from monai_kd.engines.multi_student_trainer import (
+    LossTerm,
+    MultiStudentStep,
+    MultiStudentTrainer,
+    MultiTermLoss,
+    trainable_parameters,
+)
+from monai_kd.engines.semi_supervised_trainer import SemiSupervisedDistillationTrainer, SemiSupervisedStep
 
 __all__ = [
+    "DistillationEngine",
     "DistillationTrainer",
+    "DomainAdversarialStep",
     "DomainAdversarialTrainer",
     "LossTerm",
+    "MetaWeightedStep",
+    "MultiStudentStep",
     "MultiStudentTrainer",
     "MultiTermLoss",
     "SemiSupervisedDistillationTrainer",
+    "SemiSupervisedStep",
+    "StepContext",
+    "TrainingStep",
+    "connector_parameters",
     "kdml_teacher_mode",
     "kdml_terms",
     "trainable_parameters",

@@ -7,16 +7,14 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents
-from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 
-from monai_kd.engines.steps import BatchCycler, cat_batches, like_input, optimisation_step, prepare_inputs
+from monai_kd.engines.distillation_engine import DistillationEngine, StepContext, TrainingStep
+from monai_kd.engines.steps import BatchCycler, cat_batches, like_input
 from monai_kd.networks.gradient_reversal import dann_coefficient
 from monai_kd.networks.wrappers import unwrap_module
 
-__all__ = ["DomainAdversarialTrainer"]
+__all__ = ["DomainAdversarialStep", "DomainAdversarialTrainer"]
 
 DANN_COEFFICIENT = "dann_coefficient"
 LOSS_TASK = "loss_task"
@@ -24,7 +22,7 @@ LOSS_DOMAIN = "loss_domain"
 DOMAIN_ACCURACY = "domain_accuracy"
 
 
-class DomainAdversarialTrainer(SupervisedTrainer):
+class DomainAdversarialTrainer(DistillationEngine):
     """Train a classifier with DANN (Ganin & Lempitsky 2015): labelled source data + unlabelled target data.
 
     ``network`` must expose ``domain_logits()`` (the domain logits of its last forward pass) and a settable
@@ -78,8 +76,6 @@ class DomainAdversarialTrainer(SupervisedTrainer):
         gamma: float = 10.0,
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("accumulation_steps", 1) != 1:
-            raise ValueError("DomainAdversarialTrainer does not support accumulation_steps > 1.")
         if target_data_loader is None:
             raise ValueError("DomainAdversarialTrainer needs a target_data_loader (unlabelled target-domain data).")
         inner = unwrap_module(network)
@@ -88,6 +84,7 @@ class DomainAdversarialTrainer(SupervisedTrainer):
                 f"{type(inner).__name__} has no domain_logits()/coefficient; wrap the classifier in "
                 "monai_kd.networks.domain_adversarial.DomainAdversarialNetwork."
             )
+        step = DomainAdversarialStep(target_data_loader, domain_weight, gamma)
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -95,62 +92,76 @@ class DomainAdversarialTrainer(SupervisedTrainer):
             network=network,
             optimizer=optimizer,
             loss_function=loss_function,
+            step=step,
             **kwargs,
         )
+        self.target_batches = step.target_batches
+
+    @property
+    def domain_weight(self) -> float:
+        """Weight of the domain-classification loss (the step's)."""
+        return self.step.domain_weight
+
+    @property
+    def gamma(self) -> float:
+        """Steepness of the reversal-coefficient schedule (the step's)."""
+        return self.step.gamma
+
+
+class DomainAdversarialStep(TrainingStep):
+    """DANN as hooks over the distillation engine (no teachers): see :class:`DomainAdversarialTrainer`.
+
+    ``prepare`` sets the reversal coefficient and draws the target batch; ``student_forward`` runs source and
+    target images (one concatenated pass when their shapes agree); ``student_loss`` is the task loss plus
+    ``domain_weight`` times the domain cross-entropy.
+
+    Args: as the same-named arguments of :class:`DomainAdversarialTrainer`.
+    """
+
+    def __init__(self, target_data_loader: Iterable, domain_weight: float = 1.0, gamma: float = 10.0) -> None:
         self.target_batches = BatchCycler(target_data_loader)
         self.domain_weight = domain_weight
         self.gamma = gamma
 
-    def _iteration(  # type: ignore[override]
-        self, engine: DomainAdversarialTrainer, batchdata: dict[str, torch.Tensor]
-    ) -> dict:
-        """One DANN step: source + target forward, task + domain loss, backward, optimizer step."""
-        inputs, targets, args, kwargs = prepare_inputs(engine, batchdata)
+    def prepare(self, ctx: StepContext) -> None:  # noqa: D102
+        engine = ctx.engine
         net = unwrap_module(engine.network)
         progress = (engine.state.iteration - 1) / max(engine.state.max_epochs * engine.state.epoch_length, 1)
-        net.coefficient = dann_coefficient(progress, engine.gamma)
-        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets, DANN_COEFFICIENT: net.coefficient}
-        engine.network.train()
-        if engine.domain_weight == 0:  # source-only ablation: the target domain is never seen
-
-            def source_only_loss() -> torch.Tensor:
-                pred = engine.inferer(inputs, engine.network, *args, **kwargs)
-                engine.state.output[Keys.PRED] = pred
-                engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-                task = engine.loss_function(pred, targets).mean()
-                engine.state.output[LOSS_TASK] = float(task.detach())
-                engine.state.output[LOSS_DOMAIN] = 0.0
-                return task
-
-            optimisation_step(engine, source_only_loss)
-            return engine.state.output
-
-        target_batch = engine.target_batches.next()
+        net.coefficient = dann_coefficient(progress, self.gamma)
+        ctx.output[DANN_COEFFICIENT] = net.coefficient
+        ctx.extra["target"] = None
+        if self.domain_weight == 0:  # source-only ablation: the target domain is never seen
+            return
+        target_batch = self.target_batches.next()
         if target_batch is None:
             raise ValueError("target_data_loader yielded no batch.")
-        target_inputs = engine.prepare_batch(target_batch, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        target_inputs = target_inputs[0] if isinstance(target_inputs, (tuple, list)) else target_inputs
+        target = engine.prepare_batch(target_batch, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        ctx.extra["target"] = target[0] if isinstance(target, (tuple, list)) else target
 
-        def compute_loss() -> torch.Tensor:
-            n_source = inputs.shape[0]
-            if target_inputs.shape[1:] == inputs.shape[1:]:
-                pred = engine.inferer(cat_batches([inputs, target_inputs]), engine.network, *args, **kwargs)
-                pred, domain_logits = like_input(pred[:n_source], inputs), net.domain_logits()
-            else:
-                pred = engine.inferer(inputs, engine.network, *args, **kwargs)
-                source_domain = net.domain_logits()
-                engine.inferer(target_inputs, engine.network, *args, **kwargs)
-                domain_logits = torch.cat([source_domain, net.domain_logits()])
-            engine.state.output[Keys.PRED] = pred
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            domains = torch.zeros(domain_logits.shape[0], dtype=torch.long, device=domain_logits.device)
-            domains[n_source:] = 1
-            task = engine.loss_function(pred, targets).mean()
-            domain = F.cross_entropy(domain_logits.float(), domains)
-            engine.state.output[LOSS_TASK] = float(task.detach())
-            engine.state.output[LOSS_DOMAIN] = float(domain.detach())
-            engine.state.output[DOMAIN_ACCURACY] = float((domain_logits.argmax(dim=1) == domains).float().mean())
-            return task + engine.domain_weight * domain
+    def student_forward(self, ctx: StepContext) -> None:  # noqa: D102
+        engine, inputs, target = ctx.engine, ctx.inputs, ctx.extra["target"]
+        net = unwrap_module(engine.network)
+        if target is None:
+            ctx.pred = engine.inferer(inputs, engine.network, *ctx.args, **ctx.kwargs)
+        elif target.shape[1:] == inputs.shape[1:]:
+            pred = engine.inferer(cat_batches([inputs, target]), engine.network, *ctx.args, **ctx.kwargs)
+            ctx.pred, ctx.extra["domain_logits"] = like_input(pred[: inputs.shape[0]], inputs), net.domain_logits()
+        else:
+            ctx.pred = engine.inferer(inputs, engine.network, *ctx.args, **ctx.kwargs)
+            source_domain = net.domain_logits()
+            engine.inferer(target, engine.network, *ctx.args, **ctx.kwargs)
+            ctx.extra["domain_logits"] = torch.cat([source_domain, net.domain_logits()])
 
-        optimisation_step(engine, compute_loss)
-        return engine.state.output
+    def student_loss(self, ctx: StepContext) -> torch.Tensor:  # noqa: D102
+        task = ctx.engine.loss_function(ctx.pred, ctx.targets).mean()
+        ctx.output[LOSS_TASK] = float(task.detach())
+        if ctx.extra["target"] is None:
+            ctx.output[LOSS_DOMAIN] = 0.0
+            return task
+        domain_logits = ctx.extra["domain_logits"]
+        domains = torch.zeros(domain_logits.shape[0], dtype=torch.long, device=domain_logits.device)
+        domains[ctx.inputs.shape[0] :] = 1
+        domain = F.cross_entropy(domain_logits.float(), domains)
+        ctx.output[LOSS_DOMAIN] = float(domain.detach())
+        ctx.output[DOMAIN_ACCURACY] = float((domain_logits.argmax(dim=1) == domains).float().mean())
+        return task + self.domain_weight * domain

@@ -7,14 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents
-from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 from torch.nn.modules.loss import _Loss
 
-from monai_kd.engines.distillation_trainer import record_loss_terms
-from monai_kd.engines.steps import optimisation_step, prepare_inputs
+from monai_kd.engines.distillation_engine import DistillationEngine, StepContext, TrainingStep
 from monai_kd.networks.feature_tap import FeatureTap
 from monai_kd.networks.wrappers import unwrap_module
 
@@ -206,7 +202,7 @@ def trainable_parameters(
     return list(params.values())
 
 
-class MultiStudentTrainer(SupervisedTrainer):
+class MultiStudentTrainer(DistillationEngine):
     """Train one or more students, and optionally an online teacher, in one step with one optimizer.
 
     What each network learns from is configuration: a list of :class:`LossTerm` specs, each naming a learner
@@ -261,10 +257,6 @@ class MultiStudentTrainer(SupervisedTrainer):
         teacher_mode: str = "offline",
         **kwargs: Any,
     ) -> None:
-        if kwargs.get("accumulation_steps", 1) != 1:
-            raise ValueError("MultiStudentTrainer does not support accumulation_steps > 1; raise the batch size instead.")
-        if kwargs.get("compile", False):
-            raise ValueError("MultiStudentTrainer does not support compile=True (forward hooks tap the networks).")
         if teacher_mode not in TEACHER_MODES:
             raise ValueError(f'teacher_mode must be one of {TEACHER_MODES}, got "{teacher_mode}".')
         if not isinstance(students, Mapping) or not students:
@@ -278,9 +270,7 @@ class MultiStudentTrainer(SupervisedTrainer):
         _check_terms(loss_function, list(students), teacher_mode)
         teacher = teacher if teacher_mode != "none" else None
         if teacher is not None:
-            teacher.to(device)
-            if teacher_mode == "offline":
-                teacher.eval().requires_grad_(False)
+            teacher.to(device)  # an offline teacher is frozen by the engine (passed as one of its teachers)
         network = nn.ModuleDict(dict(students)).to(device)
         loss_function.to(device)
         params = trainable_parameters(students, loss_function, teacher, teacher_mode)
@@ -294,6 +284,8 @@ class MultiStudentTrainer(SupervisedTrainer):
             network=network,
             optimizer=optimizer,
             loss_function=loss_function,
+            teachers=[teacher] if teacher is not None and teacher_mode == "offline" else [],
+            step=MultiStudentStep(),
             **kwargs,
         )
         self.teacher = teacher
@@ -328,31 +320,36 @@ class MultiStudentTrainer(SupervisedTrainer):
             outputs[name] = self.inferer(inputs, student, *args, **kwargs)
         return outputs
 
-    def _iteration(self, engine: MultiStudentTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
-        """One step: forward of all networks, weighted loss terms, backward, one optimizer step."""
-        inputs, targets, args, kwargs = prepare_inputs(engine, batchdata)
-        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
 
-        def compute_loss() -> torch.Tensor:
-            outputs = engine.forward_networks(inputs, *args, **kwargs)
-            students = list(engine.network.keys())
-            engine.state.output[Keys.PRED] = outputs[students[0]]
-            for name in students:
-                engine.state.output[PRED_PREFIX + name] = outputs[name]
-            if TEACHER in outputs:
-                engine.state.output[PRED_PREFIX + TEACHER] = outputs[TEACHER].detach()
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            features = {name: dict(tap.features) for name, tap in engine.taps.items()}
-            loss = engine.loss_function(outputs, targets, features)
-            record_loss_terms(engine, engine.loss_function)
-            return loss
+class MultiStudentStep(TrainingStep):
+    """The iteration of :class:`MultiStudentTrainer` as hooks over the distillation engine.
 
-        try:
-            optimisation_step(engine, compute_loss)
-        finally:
-            for tap in engine.taps.values():
-                tap.clear()
-        return engine.state.output
+    ``student_forward`` runs the teacher (offline or online) and every student, logging ``pred_<name>``;
+    ``student_loss`` is the :class:`MultiTermLoss` over all outputs and tapped features; ``after_step`` forgets
+    the tapped features.
+    """
+
+    def teacher_outputs(self, ctx: StepContext) -> None:
+        """Nothing here: the teacher runs with the students (an online teacher needs gradients)."""
+
+    def student_forward(self, ctx: StepContext) -> None:  # noqa: D102
+        engine = ctx.engine
+        outputs = engine.forward_networks(ctx.inputs, *ctx.args, **ctx.kwargs)
+        students = list(engine.network.keys())
+        ctx.pred = outputs[students[0]]
+        for name in students:
+            ctx.output[PRED_PREFIX + name] = outputs[name]
+        if TEACHER in outputs:
+            ctx.output[PRED_PREFIX + TEACHER] = outputs[TEACHER].detach()
+        ctx.extra["outputs"] = outputs
+        ctx.student_features = {name: dict(tap.features) for name, tap in engine.taps.items()}
+
+    def student_loss(self, ctx: StepContext) -> torch.Tensor:  # noqa: D102
+        return ctx.engine.loss_function(ctx.extra["outputs"], ctx.targets, ctx.student_features)
+
+    def after_step(self, ctx: StepContext) -> None:  # noqa: D102
+        for tap in ctx.engine.taps.values():
+            tap.clear()
 
 
 def _check_terms(loss: MultiTermLoss, students: list[str], teacher_mode: str) -> None:

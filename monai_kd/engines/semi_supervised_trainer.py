@@ -6,22 +6,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
-from monai.engines.utils import IterationEvents
-from monai.utils.enums import CommonKeys as Keys
 from torch import nn
 
-from monai_kd.engines.distillation_trainer import (
-    LOSS_TERM_PREFIX,
-    TEACHER_PRED,
-    DistillationTrainer,
-    check_class_counts,
-    record_loss_terms,
-)
-from monai_kd.engines.steps import BatchCycler, cat_batches, like_input, optimisation_step, prepare_inputs
+from monai_kd.engines.distillation_engine import LOSS_TERM_PREFIX, StepContext, TrainingStep
+from monai_kd.engines.distillation_trainer import DistillationTrainer
+from monai_kd.engines.steps import BatchCycler, cat_batches, like_input
 from monai_kd.losses._functional import fuse_probabilities
 from monai_kd.losses.fixmatch import FixMatchLoss
 
-__all__ = ["SemiSupervisedDistillationTrainer"]
+__all__ = ["SemiSupervisedDistillationTrainer", "SemiSupervisedStep"]
 
 PSEUDO_LABEL_RATE = "pseudo_label_rate"
 TEACHER_WEIGHTS_UNLABELED = "teacher_weights_unlabeled"
@@ -105,8 +98,9 @@ class SemiSupervisedDistillationTrainer(DistillationTrainer):
         teacher_layers: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
-        if pseudo_label_source not in PSEUDO_LABEL_SOURCES:
-            raise ValueError(f"pseudo_label_source must be one of {PSEUDO_LABEL_SOURCES}, got '{pseudo_label_source}'.")
+        step = SemiSupervisedStep(
+            unlabeled_data_loader, fixmatch_loss, fixmatch_weight, pseudo_label_source, weak_key, strong_key
+        )
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -117,8 +111,46 @@ class SemiSupervisedDistillationTrainer(DistillationTrainer):
             teachers=teachers,
             student_layers=student_layers,
             teacher_layers=teacher_layers,
+            step=step,
             **kwargs,
         )
+        # the step's settings, reachable from the trainer as before
+        self.unlabeled_batches = step.unlabeled_batches
+        self.fixmatch_loss = step.fixmatch_loss
+        self.pseudo_label_source = step.pseudo_label_source
+
+    @property
+    def fixmatch_weight(self) -> float:
+        """Weight of the FixMatch term (the step's)."""
+        return self.step.fixmatch_weight
+
+    @fixmatch_weight.setter
+    def fixmatch_weight(self, value: float) -> None:
+        self.step.fixmatch_weight = value
+
+
+class SemiSupervisedStep(TrainingStep):
+    """The iteration of :class:`SemiSupervisedDistillationTrainer` as hooks over the distillation engine.
+
+    ``prepare`` draws the unlabelled batch; ``teacher_outputs`` runs the teachers once on labelled + weak images
+    and keeps the labelled rows in ``ctx.teacher_outputs``; ``student_forward`` runs the student once on the
+    labelled images and the views it needs; ``student_loss`` adds the unlabelled KD and FixMatch terms to the
+    labelled distillation loss. Without an unlabelled batch every hook is the plain distillation step's.
+
+    Args: as the same-named arguments of :class:`SemiSupervisedDistillationTrainer`.
+    """
+
+    def __init__(
+        self,
+        unlabeled_data_loader: Iterable | None = None,
+        fixmatch_loss: nn.Module | None = None,
+        fixmatch_weight: float = 1.0,
+        pseudo_label_source: str = "teachers",
+        weak_key: str = "image_weak",
+        strong_key: str = "image_strong",
+    ) -> None:
+        if pseudo_label_source not in PSEUDO_LABEL_SOURCES:
+            raise ValueError(f"pseudo_label_source must be one of {PSEUDO_LABEL_SOURCES}, got '{pseudo_label_source}'.")
         self.unlabeled_batches = BatchCycler(unlabeled_data_loader)
         self.fixmatch_loss = FixMatchLoss() if fixmatch_loss is None else fixmatch_loss
         self.fixmatch_weight = fixmatch_weight
@@ -127,83 +159,89 @@ class SemiSupervisedDistillationTrainer(DistillationTrainer):
         self.strong_key = strong_key
         self._warned_no_unlabeled = False
 
-    def _iteration(  # type: ignore[override]
-        self, engine: SemiSupervisedDistillationTrainer, batchdata: dict[str, torch.Tensor]
-    ) -> dict:
-        """One step on a labelled and an unlabelled batch (a plain distillation step without unlabelled data)."""
-        unlabeled = engine.unlabeled_batches.next()
+    def prepare(self, ctx: StepContext) -> None:  # noqa: D102
+        engine = ctx.engine
+        unlabeled = self.unlabeled_batches.next()
+        ctx.extra["unlabeled"] = None
         if unlabeled is None:
-            if not engine._warned_no_unlabeled:
+            if not self._warned_no_unlabeled:
                 engine.logger.warning("no unlabelled batches: training with supervision and KD on labelled data only.")
-                engine._warned_no_unlabeled = True
-            return super()._iteration(engine, batchdata)
-
-        inputs, targets, args, kwargs = prepare_inputs(engine, batchdata)
+                self._warned_no_unlabeled = True
+            return
         weak, strong = (
             unlabeled[key].to(device=engine.state.device, non_blocking=engine.non_blocking, **engine.to_kwargs)
-            for key in (engine.weak_key, engine.strong_key)
+            for key in (self.weak_key, self.strong_key)
         )
-        if weak.shape[1:] != inputs.shape[1:] or strong.shape != weak.shape:
+        if weak.shape[1:] != ctx.inputs.shape[1:] or strong.shape != weak.shape:
             raise ValueError(
-                f"labelled images {tuple(inputs.shape)}, '{engine.weak_key}' {tuple(weak.shape)} and "
-                f"'{engine.strong_key}' {tuple(strong.shape)} must agree in all but the batch size."
+                f"labelled images {tuple(ctx.inputs.shape)}, '{self.weak_key}' {tuple(weak.shape)} and "
+                f"'{self.strong_key}' {tuple(strong.shape)} must agree in all but the batch size."
             )
-        n_l = inputs.shape[0]
         kd_loss = getattr(engine.loss_function, "kd_loss", None)
         kd_weight = getattr(engine.loss_function, "kd_weight", 0.0) if kd_loss is not None else 0.0
-        use_fixmatch = engine.fixmatch_weight != 0
-        from_teachers = use_fixmatch and engine.pseudo_label_source == "teachers"
-        views = {"labelled": inputs}
+        use_fixmatch = self.fixmatch_weight != 0
+        from_teachers = use_fixmatch and self.pseudo_label_source == "teachers"
+        views = {"labelled": ctx.inputs}
         if kd_weight != 0 or (use_fixmatch and not from_teachers):
             views["weak"] = weak
         if use_fixmatch:
             views["strong"] = strong
-        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
-        teacher_inputs = cat_batches([inputs, weak]) if kd_weight != 0 or from_teachers else inputs
-        teacher_outputs, teacher_features = engine.teacher_forward(teacher_inputs, *args, **kwargs)
-        teacher_unlabeled = [t[n_l:] for t in teacher_outputs]
-        teacher_outputs = [t[:n_l] for t in teacher_outputs]
-        teacher_features = [_rows(f, n_l) for f in teacher_features]
+        ctx.extra.update(
+            unlabeled=weak, views=views, kd_loss=kd_loss, kd_weight=kd_weight, use_fixmatch=use_fixmatch,
+            from_teachers=from_teachers, teachers_on_weak=kd_weight != 0 or from_teachers,
+        )
 
-        engine.network.train()
+    def teacher_outputs(self, ctx: StepContext) -> None:  # noqa: D102
+        weak = ctx.extra["unlabeled"]
+        if weak is None or not ctx.extra["teachers_on_weak"]:
+            super().teacher_outputs(ctx)
+            ctx.extra["teacher_unlabeled"] = []
+            return
+        n_l = ctx.inputs.shape[0]
+        outputs, features = ctx.engine.teacher_forward(cat_batches([ctx.inputs, weak]), *ctx.args, **ctx.kwargs)
+        ctx.extra["teacher_unlabeled"] = [t[n_l:] for t in outputs]
+        ctx.teacher_outputs = [t[:n_l] for t in outputs]
+        ctx.teacher_features = [_rows(f, n_l) for f in features]
 
-        def compute_loss() -> torch.Tensor:
-            if engine.student_tap is not None:
-                engine.student_tap.clear()
-            pred_all = engine.inferer(cat_batches(list(views.values())), engine.network, *args, **kwargs)
-            pred = dict(zip(views, pred_all.split([v.shape[0] for v in views.values()])))
-            pred["labelled"] = like_input(pred["labelled"], inputs)
-            check_class_counts(pred["labelled"], teacher_outputs, engine.teachers)
-            engine.state.output[Keys.PRED] = pred["labelled"]
-            engine.state.output[TEACHER_PRED] = torch.stack([t.detach() for t in teacher_outputs], dim=1)
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-            student_features = _rows(engine.student_tap.features, n_l) if engine.student_tap is not None else {}
-            loss = engine.loss_function(
-                pred["labelled"], targets, teacher_outputs, student_features, teacher_features
-            ).mean()
-            record_loss_terms(engine, engine.loss_function)
-            unlabeled_weights = None
-            if kd_weight != 0:
-                no_labels = torch.full((weak.shape[0], *targets.shape[1:]), -1, device=targets.device)
-                value = kd_loss(pred["weak"], teacher_unlabeled, labels=no_labels).mean()
-                unlabeled_weights = kd_loss.last_weights
-                engine.state.output[TEACHER_WEIGHTS_UNLABELED] = unlabeled_weights.mean(dim=0).repeat(n_l, 1)
-                engine.state.output[LOSS_TERM_PREFIX + "kd_unlabeled"] = float(value.detach())
-                loss = loss + kd_weight * value
-            if use_fixmatch:
-                if from_teachers:
-                    pseudo = fuse_probabilities(torch.stack(teacher_unlabeled), unlabeled_weights, temperature=1.0)
-                    value = engine.fixmatch_loss(pred["strong"], pseudo, target_is_probs=True)
-                else:
-                    value = engine.fixmatch_loss(pred["strong"], pred["weak"].detach())
-                value = value.mean()
-                engine.state.output[LOSS_TERM_PREFIX + "fixmatch"] = float(value.detach())
-                engine.state.output[PSEUDO_LABEL_RATE] = float(getattr(engine.fixmatch_loss, "last_mask_rate", 0.0))
-                loss = loss + engine.fixmatch_weight * value
+    def student_forward(self, ctx: StepContext) -> None:  # noqa: D102
+        if ctx.extra["unlabeled"] is None:
+            return super().student_forward(ctx)
+        engine, views, n_l = ctx.engine, ctx.extra["views"], ctx.inputs.shape[0]
+        with engine.capture_student() as features:
+            pred_all = engine.inferer(cat_batches(list(views.values())), engine.network, *ctx.args, **ctx.kwargs)
+        pred = dict(zip(views, pred_all.split([v.shape[0] for v in views.values()])))
+        ctx.pred = like_input(pred["labelled"], ctx.inputs)
+        ctx.extra["pred"] = pred
+        ctx.student_features = _rows(features, n_l)
+
+    def student_loss(self, ctx: StepContext) -> torch.Tensor:  # noqa: D102
+        loss = super().student_loss(ctx)
+        weak = ctx.extra["unlabeled"]
+        if weak is None:
             return loss
-
-        optimisation_step(engine, compute_loss)
-        return engine.state.output
+        loss = loss.mean()
+        x, pred, out = ctx.extra, ctx.extra["pred"], ctx.output
+        n_l = ctx.inputs.shape[0]
+        unlabeled_weights = None
+        if x["kd_weight"] != 0:
+            kd_loss = x["kd_loss"]
+            no_labels = torch.full((weak.shape[0], *ctx.targets.shape[1:]), -1, device=ctx.targets.device)
+            value = kd_loss(pred["weak"], x["teacher_unlabeled"], labels=no_labels).mean()
+            unlabeled_weights = kd_loss.last_weights
+            out[TEACHER_WEIGHTS_UNLABELED] = unlabeled_weights.mean(dim=0).repeat(n_l, 1)
+            out[LOSS_TERM_PREFIX + "kd_unlabeled"] = float(value.detach())
+            loss = loss + x["kd_weight"] * value
+        if x["use_fixmatch"]:
+            if x["from_teachers"]:
+                pseudo = fuse_probabilities(torch.stack(x["teacher_unlabeled"]), unlabeled_weights, temperature=1.0)
+                value = self.fixmatch_loss(pred["strong"], pseudo, target_is_probs=True)
+            else:
+                value = self.fixmatch_loss(pred["strong"], pred["weak"].detach())
+            value = value.mean()
+            out[LOSS_TERM_PREFIX + "fixmatch"] = float(value.detach())
+            out[PSEUDO_LABEL_RATE] = float(getattr(self.fixmatch_loss, "last_mask_rate", 0.0))
+            loss = loss + self.fixmatch_weight * value
+        return loss
 
 
 def _rows(features: dict[str, torch.Tensor], n: int) -> dict[str, torch.Tensor]:

@@ -32,7 +32,11 @@ def prepare_inputs(engine: SupervisedTrainer, batchdata: Any) -> tuple[Any, Any,
     return batch[0], batch[1], batch[2], batch[3]
 
 
-def optimisation_step(engine: SupervisedTrainer, compute_loss: Callable[[], torch.Tensor]) -> torch.Tensor:
+def optimisation_step(
+    engine: SupervisedTrainer,
+    compute_loss: Callable[[], torch.Tensor],
+    after_backward: Callable[[], None] | None = None,
+) -> torch.Tensor:
     """Zero the gradients, compute the loss (under autocast with AMP), back-propagate and step the optimizer.
 
     ``compute_loss`` runs the forward passes, stores predictions in ``engine.state.output`` and fires
@@ -43,6 +47,8 @@ def optimisation_step(engine: SupervisedTrainer, compute_loss: Callable[[], torc
     Args:
         engine: the trainer (its ``optimizer``, ``amp``, ``scaler`` and ``optim_set_to_none`` are used).
         compute_loss: callable returning the scalar loss of this iteration.
+        after_backward: optional callable run after ``BACKWARD_COMPLETED``, before the optimizer step (with AMP
+            the gradients are unscaled first so it sees their true values).
 
     Returns:
         the loss tensor.
@@ -56,11 +62,16 @@ def optimisation_step(engine: SupervisedTrainer, compute_loss: Callable[[], torc
     if use_amp:
         engine.scaler.scale(loss).backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if after_backward is not None:
+            engine.scaler.unscale_(engine.optimizer)
+            after_backward()
         engine.scaler.step(engine.optimizer)
         engine.scaler.update()
     else:
         loss.backward()
         engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        if after_backward is not None:
+            after_backward()
         engine.optimizer.step()
     engine.fire_event(IterationEvents.MODEL_COMPLETED)
     return loss

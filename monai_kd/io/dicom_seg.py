@@ -37,6 +37,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from .atomic import atomic_paths
+from .derived import complete_derived
 from .dicom_series import DicomSeries
 
 __all__ = [
@@ -194,7 +195,8 @@ def build_dicom_seg(
             have fewer frames than the source has images).
 
     Returns:
-        The segmentation dataset, with new Series and SOP Instance UIDs.
+        The segmentation dataset, with new Series and SOP Instance UIDs; attributes it needs because of what
+        it copied from a slightly invalid source are filled (:func:`monai_kd.io.derived.complete_derived`).
 
     Raises:
         ValueError: When a grey-scale source has no patient geometry, the labels are not on the series grid, or hold a value
@@ -245,7 +247,7 @@ def build_dicom_seg(
     )
     if not series.is_volume:  # General Image: Patient Orientation is type 2C without a frame of reference
         seg.PatientOrientation = sources[0].get("PatientOrientation", "")
-    return seg
+    return complete_derived(seg, sources)
 
 
 def write_dicom_seg(

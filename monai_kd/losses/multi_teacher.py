@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -80,6 +80,7 @@ class MultiTeacherKDLoss(_Loss):
         target: Sequence[torch.Tensor],
         labels: torch.Tensor | None = None,
         teacher_features: Sequence[torch.Tensor] | None = None,
+        student_features: Mapping[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -88,11 +89,16 @@ class MultiTeacherKDLoss(_Loss):
             labels: optional ground truth (class indices; ``-1`` marks an unlabelled instance), passed to the
                 weighting and, for a learned weighting, its label signal.
             teacher_features: optional per-teacher features, passed to the weighting.
+            student_features: optional tapped student features, passed to the weighting when given (only
+                weightings that read features take them, e.g. :class:`monai_kd.networks.MetaWeightNetwork`).
         """
         if len(target) == 0:
             raise ValueError("MultiTeacherKDLoss needs at least one teacher output.")
         teacher_logits = torch.stack([t.detach().float() for t in target])
-        weights = self.weighting(teacher_logits, labels=labels, features=teacher_features, student_logits=input)
+        extra = {} if student_features is None else {"student_features": student_features}
+        weights = self.weighting(
+            teacher_logits, labels=labels, features=teacher_features, student_logits=input, **extra
+        )
         if weights.shape != (input.shape[0], len(target)):
             raise ValueError(f"teacher weighting returned shape {tuple(weights.shape)}, expected (B, K).")
         self.last_weights = weights.detach()

@@ -6,6 +6,7 @@ from monai_kd.networks.domain_adversarial import DomainAdversarialNetwork
 from monai_kd.networks.feature_tap import FeatureTap
 from monai_kd.networks.gradient_reversal import GradientReversal, dann_coefficient
 from monai_kd.networks.learned_gate import LearnedGateWeighting
+from monai_kd.networks.meta_weight import MetaWeightNetwork
 from monai_kd.networks.pretrained import CheckpointMismatchError, load_pretrained
 from monai_kd.networks.teacher_weighting import ConfidenceWeighting, TeacherWeighting, UniformWeighting
 from monai_kd.networks.wrappers import unwrap_module
@@ -17,6 +18,7 @@ __all__ = [
     "FeatureTap",
     "GradientReversal",
     "LearnedGateWeighting",
+    "MetaWeightNetwork",
     "TeacherWeighting",
     "UniformWeighting",
     "dann_coefficient",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -58,6 +59,26 @@ class FeatureTap:
     def clear(self) -> None:
         """Forget the recorded features (keeps the hooks)."""
         self.features = {}
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Record the forward passes run inside into a fresh dict (yielded); restore the previous record on exit.
+
+        A second pass of the same model (a virtual step, another view) inside ``capture()`` can therefore
+        never overwrite the features recorded by an earlier pass.
+
+        Example::
+
+            with tap.capture() as virtual:
+                model(x_quiz)          # virtual["layer3"] is this pass's feature
+            tap.features               # unchanged by the pass above
+        """
+        previous = self.features
+        self.features = {}
+        try:
+            yield self.features
+        finally:
+            self.features = previous
 
     def remove(self) -> None:
         """Remove all hooks from the model and forget recorded features."""

@@ -1,0 +1,130 @@
+"""The MMKD bundle run in-process on real data with tiny overrides: every stage, every weighting, 3D, evaluate."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, run
+
+from conftest import REPO, load_script
+
+BUNDLE = REPO / "bundles" / "mmkd"
+CONFIG = str(BUNDLE / "configs" / "train.json")
+META = str(BUNDLE / "configs" / "metadata.json")
+TINY = {  # a fifth of BreastMNIST's training split, one short epoch: wiring, not accuracy
+    "full_train_datalist": "$monai_kd.data.medmnist_datalist(@dataset_dir, 'train', @dataset_file, fraction=0.2)",
+    "teacher_epochs": 1,
+    "max_epochs": 1,
+    "batch_size": 32,
+    "quiz_batch_size": 16,
+}
+
+
+def _run(stage: str, root, dataset_dir, config=CONFIG, **override):
+    run(stage, config_file=config, meta_file=META, bundle_root=str(root), dataset_dir=str(dataset_dir), **override)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """Teachers, student alone and the MMKD student (logit + feature branches) on real BreastMNIST."""
+    root = tmp_path_factory.mktemp("mmkd")
+    _run("run", root, data_dir / "breastmnist", **TINY)
+    return root
+
+
+def test_train_writes_every_checkpoint(trained):
+    names = sorted(p.name for p in (trained / "models").iterdir())
+    assert names == ["model.pt", "student_alone.pt", "teachers.pt"]
+    teachers = torch.load(trained / "models" / "teachers.pt", weights_only=True)
+    assert {k.split(".")[0] for k in teachers} == {"resnet", "densenet", "cnn"}
+    assert torch.load(trained / "models" / "model.pt", weights_only=True)["fc.weight"].shape == (2, 64)
+
+
+def test_evaluate_reports_teachers_and_students_on_test_split(trained, data_dir):
+    _run("run", trained, data_dir / "breastmnist", config=[CONFIG, str(BUNDLE / "configs" / "evaluate.json")], **TINY)
+    metrics = json.loads((trained / "eval" / "metrics.json").read_text())
+    assert set(metrics) == {"teacher_resnet", "teacher_densenet", "teacher_cnn", "student_alone", "student_mmkd"}
+    for entry in metrics.values():
+        assert 0.0 <= entry["test_auc"] <= 1.0 and 0.0 <= entry["test_acc"] <= 1.0
+    assert metrics["student_mmkd"]["parameters"] * 20 <= 11_172_162  # at most 1/20 of ResNet-18
+
+
+def _trainer(data_dir, **override):
+    parser = ConfigParser()
+    parser.read_config(CONFIG)
+    parser.update({"bundle_root": "/nonexistent", "dataset_dir": str(data_dir / "breastmnist"), **TINY, **override})
+    return parser
+
+
+@pytest.mark.parametrize("method", ["uniform", "camkd", "gate", "mmkd"])
+def test_every_weighting_runs_one_distillation_epoch(trained, data_dir, method):
+    parser = _trainer(data_dir, method=method, feature_branch=False, ckpt_dir=str(trained / "models"))
+    parser.update({"train#trainer#train_handlers": "$@train#handlers[:1]"})  # load the fixture's teachers only
+    trainer = parser.get_parsed_content("train#trainer")
+    trainer.run()
+    out = trainer.state.output[0]
+    assert out["teacher_weights"].shape == (3,) and torch.isclose(out["teacher_weights"].sum(), torch.tensor(1.0))
+    assert ("loss_quiz" in out) == (method == "mmkd") and "loss_feature" not in out
+    n_train = len(parser.get_parsed_content("train_datalist"))
+    n_all = len(parser.get_parsed_content("full_train_datalist"))
+    assert (n_train < n_all) == (method == "mmkd")  # only MMKD holds the quiz role out of the student's loss
+
+
+def test_quiz_role_is_disjoint_from_the_student_training_data(data_dir):
+    parser = _trainer(data_dir)
+    train = {it["index"] for it in parser.get_parsed_content("train_datalist")}
+    quiz = {it["index"] for it in parser.get_parsed_content("quiz_datalist")}
+    assert quiz and not train & quiz
+
+
+@pytest.mark.slow
+def test_3d_configuration_runs_every_stage_on_adrenalmnist3d(tmp_path, data_dir):
+    tiny_3d = {**TINY, "batch_size": 8, "quiz_batch_size": 8,
+               "full_train_datalist": "$monai_kd.data.medmnist_datalist(@dataset_dir, 'train', @dataset_file, fraction=0.05)"}
+    run("run", config_file=[CONFIG, str(BUNDLE / "configs" / "train_3d.json")], meta_file=META,
+        bundle_root=str(tmp_path), **tiny_3d)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["model.pt", "student_alone.pt", "teachers.pt"]
+
+
+def test_evidence_teacher_check_and_timing_from_records():
+    ev = load_script("mmkd_evidence")
+    rec = dict(dataset="breastmnist", seed=0, accuracy=0.8, auc=0.85)
+    results = {
+        "runs": [
+            {**rec, "student": "small", "method": "student_alone", "val_accuracy": 0.80, "val_auc": 0.85, "val_nll": 0.40},
+            {**rec, "student": "large", "method": "student_alone", "val_accuracy": 0.82, "val_auc": 0.84, "val_nll": 0.45},
+            {**rec, "student": "small", "method": "uniform", "seconds_per_iteration": 0.2},
+            {**rec, "student": "small", "method": "mmkd_logits", "seconds_per_iteration": 0.5},
+        ],
+        "teachers": {"breastmnist": {
+            "good": {"val_accuracy": 0.9, "val_auc": 0.9, "val_nll": 0.3},
+            "overconfident": {"val_accuracy": 0.9, "val_auc": 0.9, "val_nll": 0.5},
+        }},
+    }
+    check = ev.teacher_check(results)["breastmnist"]
+    assert check["best_student_alone"] == {"val_accuracy": 0.82, "val_auc": 0.85, "val_nll": 0.40}
+    assert check["teacher_better"]["good"] == {"val_accuracy": True, "val_auc": True, "val_nll": True}
+    assert check["teacher_better"]["overconfident"]["val_nll"] is False and check["teachers_better"] is False
+    assert ev.timing(results) == {"breastmnist/small/mmkd_logits": pytest.approx(2.5)}
+
+
+@pytest.mark.slow
+def test_evidence_script_records_the_issue_keys_and_resumes(tmp_path, data_dir):
+    ev = load_script("mmkd_evidence")
+    args = ["--datasets", "breastmnist", "--students", "small", "--methods", "student_alone", "mmkd_logits_features",
+            "--seeds", "0", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+            "--breast-student-epochs", "1", "--set", "teacher_epochs=1",
+            'full_train_datalist="$monai_kd.data.medmnist_datalist(@dataset_dir, \'train\', @dataset_file, fraction=0.2)"']
+    ev.main(args)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(r["method"], r["seed"]) for r in results["runs"]] == [("student_alone", 0), ("mmkd_logits_features", 0)]
+    for r in results["runs"]:
+        assert {"dataset", "student", "method", "seed", "accuracy", "auc"} <= set(r)
+    assert set(results["runs"][1]["weights"]) == {"resnet", "densenet", "cnn"}
+    assert "breastmnist" in results["teachers"] and (tmp_path / "out" / "mmkd_weights.png").is_file()
+    assert "student_alone" in (tmp_path / "out" / "README.md").read_text()
+    ev.main(args)  # resumed: nothing retrained, nothing duplicated
+    again = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in results["runs"]]

@@ -368,12 +368,12 @@ def check_series(series: DicomSeries, task: str, timings: dict | None = None) ->
         timings: optional stage timings (decoding is added to ``read``).
 
     Raises:
-        DicomInputError: When the pixel data cannot be decoded, or a segmentation is asked of a series without
-            patient geometry.
+        DicomInputError: When the pixel data cannot be decoded, or a segmentation is asked of a grey-scale series
+            without patient geometry (a single colour photograph is segmented into a one-frame SEG).
     """
     with _timed(timings, "read"):
         series.load()  # decode now, so unreadable pixel data is reported before the model is built
-    if task == "segmentation" and not series.is_volume:
+    if task == "segmentation" and not series.is_volume and series.channels == 1:  # colour photographs: 2D SEG
         raise DicomInputError(
             f"'{series.source}' has no patient geometry (ImagePositionPatient/ImageOrientationPatient): a DICOM SEG "
             "cannot reference it validly; convert it to NIfTI to segment it."

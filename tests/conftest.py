@@ -30,6 +30,15 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def retinal_dir(data_dir) -> Path:
+    """The real cross-device retinal vessel set (STARE, VEVIO, AV-WIDE); tests needing it skip when it is absent."""
+    folder = data_dir / "retinal-vessels"
+    if not folder.is_dir():
+        pytest.skip(f"retinal-vessels data not found: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def pneumonia_pngs(tmp_path_factory, data_dir) -> Path:
     """Eight real PneumoniaMNIST test images written as PNG files (4 normal, 4 pneumonia), as a user would have."""
     import numpy as np

@@ -16,9 +16,13 @@ resolved against ``base_dir`` (by default the JSON file's folder)::
 ``source`` may be replaced or joined by other named source lists (e.g. ``source_a``, ``source_b``) for
 teachers trained on different source domains. ``validation`` and ``test`` hold labelled target-domain
 images; when absent they are drawn from ``target_labelled`` by a seeded partition
-(:func:`monai_kd.data.datalist_split`). Labels are integer class indices. Items name their person in a ``subject`` (or ``patient``) field: partitions
+(:func:`monai_kd.data.datalist_split`). Labels are integer class indices (classification) or label-map files
+(segmentation: a mask file per image, class indices per pixel; 8-bit binary masks with values {0, 255} read as
+{0, 1}); an item may name a field-of-view mask under ``fov`` (resolved like the other paths, loaded like a binary
+mask). Items name their person in a ``subject`` (or ``patient``) field: partitions
 are drawn by subject, and a validation or test subject found in any training role (a source list, the labelled
-or the unlabelled target pool) is an error.
+or the unlabelled target pool) is an error. :mod:`monai_kd.data.retinal` writes the retinal vessel benchmark in
+this layout.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from monai.transforms import LoadImage, Resize
+from monai.data import PILReader
+from monai.transforms import LoadImage, Resize, Zoom
 from monai.utils import convert_to_numpy
 
 from .datalist import _subject, datalist_split
@@ -40,7 +45,7 @@ UNLABELLED = -1  # label of unlabelled items
 
 
 def _labelled_items(items: list[dict], path: str, key: str) -> list[dict]:
-    """Check that every item carries an integer class label and return copies with ``numpy.int64`` labels.
+    """Check that every item carries an integer class label or a label-map path; integers become ``numpy.int64``.
 
     Args:
         items: datalist items.
@@ -51,57 +56,108 @@ def _labelled_items(items: list[dict], path: str, key: str) -> list[dict]:
         New item dictionaries with ``label`` as ``numpy.int64``.
 
     Raises:
-        ValueError: When an item has no label or a label that is not an integer >= 0.
+        ValueError: When an item has no label or a label that is neither an integer >= 0 nor a path.
     """
     out = []
     for i, item in enumerate(items):
         label = item.get("label")
+        if isinstance(label, (str, os.PathLike)):  # a label map (segmentation); datalist_split checked it exists
+            out.append(dict(item))
+            continue
         valid = isinstance(label, (int, np.integer)) and not isinstance(label, bool) and label >= 0
         if not valid:
             raise ValueError(
-                f"Datalist file {path}: item {i} of {key!r} needs an integer class 'label' >= 0, got {label!r}."
+                f"Datalist file {path}: item {i} of {key!r} needs an integer class 'label' >= 0 or a label-map path, "
+                f"got {label!r}."
             )
         out.append({**item, "label": np.int64(label)})
     return out
 
 
-def _load_images(items: list[dict], spatial_size: Sequence[int] | None, grey: bool) -> list[dict]:
-    """Read every item's image into memory as a float32 channel-first array.
+#: Netpbm files (e.g. the STARE fundus set) that ITK cannot open: read with PIL
+_PIL_SUFFIXES = (".ppm", ".pgm", ".pnm", ".pbm")
+
+
+def _read(reader: LoadImage, path: str) -> np.ndarray:
+    """``path`` as a float32 channel-first array, with a one-line error naming the file."""
+    if str(path).lower().endswith(_PIL_SUFFIXES):
+        reader = LoadImage(reader=PILReader(), image_only=True, ensure_channel_first=True)
+    try:
+        return convert_to_numpy(reader(path), dtype=np.float32)
+    except Exception as exc:  # readers raise many types (ITK, nibabel, PIL, pydicom)
+        reason = " ".join(str(exc).split())
+        raise ValueError(f"Cannot read image {path}: {reason}") from exc
+
+
+def _resize(array: np.ndarray, path: str, spatial_size: Sequence[int] | None, scale: float | None, mode: str) -> np.ndarray:
+    """Resize a channel-first array to ``spatial_size`` or by the factor ``scale`` (neither: unchanged)."""
+    if spatial_size is None and scale is None:
+        return array
+    dims = len(spatial_size) if spatial_size is not None else array.ndim - 1
+    while array.ndim - 1 > dims and array.shape[-1] == 1:  # e.g. a 2D slice stored as (H, W, 1)
+        array = array[..., 0]
+    if array.ndim - 1 != dims:
+        raise ValueError(
+            f"Image {path} has spatial shape {array.shape[1:]}, expected {dims} dimensions "
+            f"(spatial_size {tuple(spatial_size)})."
+        )
+    if spatial_size is None:  # MONAI's Zoom, as an inference config would use it (and Invertd can undo)
+        return convert_to_numpy(Zoom(scale, mode=mode, keep_size=False)(array), dtype=np.float32)
+    return convert_to_numpy(Resize(tuple(spatial_size), mode=mode)(array), dtype=np.float32)
+
+
+def _load_mask(reader: LoadImage, path: str, spatial_size: Sequence[int] | None, scale: float | None) -> np.ndarray:
+    """A label map ``(1, *spatial)`` of class indices (``uint8``); binary 0/255 masks become 0/1.
+
+    Binary masks are resized by area and thresholded at one half; other label maps by nearest neighbour.
+    """
+    mask = _read(reader, path)[:1]
+    values = np.unique(mask)
+    if set(values.tolist()) <= {0.0, 255.0}:
+        mask = mask / 255.0
+    binary = set(np.unique(mask).tolist()) <= {0.0, 1.0}
+    mask = _resize(mask, path, spatial_size, scale, "area" if binary else "nearest")
+    return (mask >= 0.5).astype(np.uint8) if binary else np.rint(mask).astype(np.uint8)
+
+
+def _load_images(
+    items: list[dict],
+    spatial_size: Sequence[int] | None,
+    grey: bool,
+    scale: float | None = None,
+    channel: int | None = None,
+) -> list[dict]:
+    """Read every item's image (and label map or field of view, when they are paths) into memory.
 
     Args:
         items: items with an ``image`` path (file or DICOM folder).
-        spatial_size: output spatial size (``Resize``, mode "area"); ``None`` keeps the size.
+        spatial_size: output spatial size (``Resize``, mode "area"); ``None`` keeps the size (or applies ``scale``).
         grey: average several channels into one.
+        scale: resize by this factor instead (images of different sizes keep their aspect and relative scale).
+        channel: keep this channel of multi-channel images (e.g. 1, green, for fundus photographs) instead of
+            averaging them; a single-channel image is kept as it is.
 
     Returns:
-        New items whose ``image`` is the array and ``path`` the original path.
+        New items whose ``image`` (and ``label`` / ``fov`` map) is the array and ``path`` the original image path.
 
     Raises:
         ValueError: When an image cannot be read or has more spatial dimensions than ``spatial_size``
             (other than trailing singleton dimensions).
     """
     reader = LoadImage(image_only=True, ensure_channel_first=True)
-    resize = Resize(tuple(spatial_size), mode="area") if spatial_size is not None else None
     out = []
     for item in items:
         path = item["image"]
-        try:
-            image = convert_to_numpy(reader(path), dtype=np.float32)
-        except Exception as exc:  # readers raise many types (ITK, nibabel, PIL, pydicom)
-            reason = " ".join(str(exc).split())
-            raise ValueError(f"Cannot read image {path}: {reason}") from exc
-        if grey and image.shape[0] > 1:
+        image = _read(reader, path)
+        if channel is not None and image.shape[0] > 1:
+            image = image[channel : channel + 1]
+        elif grey and image.shape[0] > 1:
             image = image.mean(axis=0, keepdims=True)
-        if spatial_size is not None:
-            while image.ndim - 1 > len(spatial_size) and image.shape[-1] == 1:  # e.g. a 2D slice stored as (H, W, 1)
-                image = image[..., 0]
-            if image.ndim - 1 != len(spatial_size):
-                raise ValueError(
-                    f"Image {path} has spatial shape {image.shape[1:]}, expected {len(spatial_size)} dimensions "
-                    f"(spatial_size {tuple(spatial_size)})."
-                )
-            image = convert_to_numpy(resize(image), dtype=np.float32)
-        out.append({**item, "image": image, "path": path})
+        loaded = {**item, "image": _resize(image, path, spatial_size, scale, "area"), "path": path}
+        for key in ("label", "fov"):
+            if isinstance(item.get(key), (str, os.PathLike)):
+                loaded[key] = _load_mask(reader, os.fspath(item[key]), spatial_size, scale)
+        out.append(loaded)
     return out
 
 
@@ -114,6 +170,8 @@ def domain_datalist(
     seed: int = 0,
     load: bool = True,
     grey: bool = True,
+    scale: float | None = None,
+    channel: int | None = None,
 ) -> list[dict]:
     """Items of one role of a cross-domain datalist JSON (see the module docstring for the format).
 
@@ -147,10 +205,12 @@ def domain_datalist(
         seed: seed of that partition.
         load: read the images into memory; ``False`` returns the items with absolute paths.
         grey: average multi-channel images (e.g. RGB PNG) into one channel.
+        scale: with ``spatial_size`` ``None``, resize every image (and label map) by this factor instead.
+        channel: keep this channel of multi-channel images (e.g. 1, the green channel of fundus photographs).
 
     Returns:
         A list of dictionaries with ``image`` (array, or path when ``load`` is False), ``label``
-        (``numpy.int64``, -1 for unlabelled items) and the JSON's other fields (``path`` = the image path).
+        (``numpy.int64`` class, -1 for unlabelled items, which carry no label map; or the label map) and the JSON's other fields (``path`` = the image path).
 
     Raises:
         FileNotFoundError: When the JSON file or an image it lists does not exist.
@@ -180,7 +240,9 @@ def domain_datalist(
         items = _labelled_items(datalist_split(path, "train", base_dir, everything, seed, key=role), path, role)
     if role not in ("val", "test"):
         _check_held_out_subjects(items, path, role, base_dir, ratios, seed)
-    return _load_images(items, spatial_size, grey) if load else items
+    root = os.fspath(base_dir) if base_dir is not None else os.path.dirname(os.path.abspath(path))
+    items = [{**i, "fov": os.path.join(root, i["fov"])} if isinstance(i.get("fov"), str) else i for i in items]
+    return _load_images(items, spatial_size, grey, scale, channel) if load else items
 
 
 def _check_held_out_subjects(

@@ -14,8 +14,10 @@ when pydicom's code dictionary has one (e.g. ``liver`` -> SCT 10200004), otherwi
 The SEG is a BINARY segmentation with one frame per segment and source slice by default (empty frames kept),
 so each segment's frames line up one-to-one with the source images; every frame references its source image
 and the SEG references the source series and study, with new Series and SOP Instance UIDs. (LABELMAP SEGs,
-one frame per slice, are newer than the validators in common use.) Sources without patient geometry (e.g.
-projection X-rays, secondary captures) are refused: highdicom's SEG of them misses attributes the IOD needs.
+one frame per slice, are newer than the validators in common use.) Grey-scale sources without patient geometry
+(e.g. projection X-rays) are refused: highdicom's SEG of them misses attributes the IOD needs. A single colour
+photograph (e.g. a fundus image as Secondary Capture, RGB) gets a one-frame SEG without a frame of reference, with the
+*Patient Orientation* the IOD then needs (copied from the source, else empty).
 """
 
 from __future__ import annotations
@@ -197,15 +199,19 @@ def build_dicom_seg(
         it copied from a slightly invalid source are filled (:func:`monai_kd.io.derived.complete_derived`).
 
     Raises:
-        ValueError: When the source has no patient geometry, the labels are not on the series grid, or hold a value
+        ValueError: When a grey-scale source has no patient geometry, the labels are not on the series grid, or hold a value
             missing from ``channel_def``.
     """
-    if not series.is_volume:
+    if not series.is_volume and series.channels == 1:
         raise ValueError(
             f"'{series.source}' has no patient geometry (ImagePositionPatient/ImageOrientationPatient): a DICOM SEG "
             "of it would not be a valid IOD; write the label map as NIfTI instead."
         )
-    array = _on_series_grid(labels, series, affine)
+    if not series.is_volume:  # a colour photograph (e.g. fundus) without patient geometry: one frame
+        array = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(series.spatial_shape)
+        array = array.astype(np.int64)[..., None]
+    else:
+        array = _on_series_grid(labels, series, affine)
     names = channel_names(channel_def)
     present = {int(v) for v in np.unique(array)} - {0}
     unknown = sorted(present - set(names))
@@ -239,6 +245,8 @@ def build_dicom_seg(
         series_description=(series_description or f"SEG {algorithm_name}")[:64],
         omit_empty_frames=omit_empty_frames,
     )
+    if not series.is_volume:  # General Image: Patient Orientation is type 2C without a frame of reference
+        seg.PatientOrientation = sources[0].get("PatientOrientation", "")
     return complete_derived(seg, sources)
 
 

@@ -147,6 +147,11 @@ class DicomSeries:
         return len(self.spatial_shape) == 3
 
     @property
+    def channels(self) -> int:
+        """*Samples per Pixel*: 3 for a colour (e.g. RGB fundus) photograph, 1 for grey-scale images."""
+        return int(self.headers[0].get("SamplesPerPixel", 1) or 1)
+
+    @property
     def is_multiframe(self) -> bool:
         """Whether the slices are frames of one multi-frame instance."""
         return self.frames[0].frame is not None
@@ -181,6 +186,10 @@ class DicomSeries:
         Raises:
             DicomInputError: When a file is truncated or corrupt, or its transfer syntax has no decoder installed.
         """
+        if self._volume is None and self.channels > 1:  # a colour 2D image: (channels, columns, rows), no rescale
+            ds = _read_pixels(self.files[0])
+            pixels = np.asarray(_decode(ds, self.files[0]), dtype=np.float32)  # (rows, columns, channels), RGB
+            self._volume = np.ascontiguousarray(pixels.transpose(2, 1, 0))
         if self._volume is None:
             columns, rows = self.spatial_shape[:2]
             volume = np.empty((columns, rows, len(self.frames)), dtype=np.float32)
@@ -219,7 +228,7 @@ class DicomSeries:
             MetaKeys.ORIGINAL_AFFINE: self.affine.copy(),
             MetaKeys.SPATIAL_SHAPE: np.asarray(self.spatial_shape),
             MetaKeys.SPACE: SpaceKeys.RAS,
-            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
+            MetaKeys.ORIGINAL_CHANNEL_DIM: 0 if self.channels > 1 else float("nan"),
             "spacing": spacing,
             "series_instance_uid": self.series_uid,
             "study_instance_uid": self.study_uid,
@@ -682,10 +691,11 @@ def load_dicom_series(
         0,
     )
     for path, ds in members:
-        if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        colour_photo = len(members) == 1 and int(ds.get("NumberOfFrames", 1) or 1) == 1 and "ImagePositionPatient" not in ds
+        if int(ds.get("SamplesPerPixel", 1) or 1) != 1 and not colour_photo:
             raise DicomInputError(
-                f"'{path}' is a colour image ({ds.get('PhotometricInterpretation')}); only single-sample "
-                "(grey-scale) images are supported."
+                f"'{path}' is a colour image ({ds.get('PhotometricInterpretation')}) in a series or volume; colour is "
+                "supported for single 2D images (e.g. photographs), volumes must be single-sample (grey-scale)."
             )
     frames = [frame for i, (path, ds) in enumerate(members) for frame in _frames_of(i, path, ds)]
     multiframe = [p for p, ds in members if int(ds.get("NumberOfFrames", 1) or 1) > 1]

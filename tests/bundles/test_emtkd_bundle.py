@@ -23,7 +23,7 @@ from conftest import REPO, load_script
 
 BUNDLE = REPO / "bundles" / "emtkd"
 CONFIGS = BUNDLE / "configs"
-TRAIN = str(CONFIGS / "train.json")
+TRAIN = str(CONFIGS / "train_classification.json")  # the classification form (BraTS demo by default)
 META = str(CONFIGS / "metadata.json")
 TINY = {"teacher_epochs": 1, "max_epochs": 1, "epoch_length": 2, "log_interval": 1}
 
@@ -236,12 +236,12 @@ def test_default_benchmark_lists_and_student_size(brats):
     student = sum(p.numel() for p in parser.get_parsed_content("network_def").parameters())
     assert min(params.values()) >= 5 * student
     train = json.loads(Path(TRAIN).read_text())
-    inference = json.loads((CONFIGS / "inference.json").read_text())
+    inference = json.loads((CONFIGS / "inference_classification.json").read_text())
     assert train["network_def"] | {"spatial_dims": 2} == inference["network_def"] | {"spatial_dims": 2}
 
 
 def test_pneumonia_override_uses_two_source_domains_and_a_target(data_dir):
-    parser = _parser("train.json", "train_pneumonia.json", dataset_dir=str(data_dir / "pneumoniamnist"))
+    parser = _parser("train_classification.json", "train_pneumonia.json", dataset_dir=str(data_dir / "pneumoniamnist"))
     assert {i["domain"] for i in parser.get_parsed_content("teacher_a#datalist")} == {"source_a"}
     assert {i["domain"] for i in parser.get_parsed_content("teacher_b#datalist")} == {"source_b"}
     labelled = parser.get_parsed_content("target_labelled_datalist")
@@ -260,14 +260,14 @@ def test_inference_on_nifti_slices_matches_the_network(tmp_path, brats):
     for k, item in enumerate(picked):
         nib.Nifti1Image(item["image"][0], np.eye(4)).to_filename(images / f"slice{k}_label{item['label']}.nii.gz")
     parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "inference.json"))
+    parser.read_config(str(CONFIGS / "inference_classification.json"))
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def").eval()
     (tmp_path / "models").mkdir()
     torch.save(net.state_dict(), tmp_path / "models" / "model.pt")
     run(
         "run",
-        config_file=str(CONFIGS / "inference.json"),
+        config_file=str(CONFIGS / "inference_classification.json"),
         meta_file=META,
         bundle_root=str(tmp_path),
         dataset_dir=str(images),
@@ -294,7 +294,7 @@ def test_3d_configuration_runs_every_stage_on_adrenalmnist3d(tmp_path, data_dir)
     state = torch.load(tmp_path / "models" / "model.pt", weights_only=True)
     assert state["conv1.weight"].dim() == 5  # a 3D student
     _run(
-        "run", tmp_path, config=configs + [str(CONFIGS / "evaluate.json")], dataset_dir=str(data_dir / "adrenalmnist3d")
+        "run", tmp_path, config=configs + [str(CONFIGS / "evaluate_classification.json")], dataset_dir=str(data_dir / "adrenalmnist3d")
     )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics) == {"teacher_a", "teacher_b", "student_alone", "student_emtkd"}
@@ -324,7 +324,7 @@ def test_train_writes_every_checkpoint_and_logs(trained):
 
 
 def test_evaluate_writes_target_test_metrics_of_every_model(trained, brats):
-    _run("run", trained, config=[TRAIN, str(CONFIGS / "evaluate.json")], dataset_dir=str(brats))
+    _run("run", trained, config=[TRAIN, str(CONFIGS / "evaluate_classification.json")], dataset_dir=str(brats))
     metrics = json.loads((trained / "eval" / "metrics.json").read_text())
     assert set(metrics) == {"teacher_a", "teacher_b", "student_alone", "student_emtkd"}
     for entry in metrics.values():
@@ -370,7 +370,7 @@ def test_pneumonia_override_runs_every_stage(tmp_path, data_dir):
 def test_user_datalist_of_nifti_slices_runs_every_stage(tmp_path, slice_files):
     path = _datalist_json(slice_files, slice_files["folder"] / "domains.json")
     _run("run", tmp_path, datalist=str(path), batch_size=8, labelled_batch_size=4, unlabelled_batch_size=4, **TINY)
-    _run("run", tmp_path, config=[TRAIN, str(CONFIGS / "evaluate.json")], datalist=str(path))
+    _run("run", tmp_path, config=[TRAIN, str(CONFIGS / "evaluate_classification.json")], datalist=str(path))
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert set(metrics) == {"teacher_a", "teacher_b", "student_alone", "student_emtkd"}
 

@@ -15,6 +15,7 @@ from monai_kd.engines.multi_student_trainer import (
     trainable_parameters,
 )
 from monai_kd.engines.semi_supervised_trainer import SemiSupervisedDistillationTrainer, SemiSupervisedStep
+from monai_kd.engines.teacher_cache import SeededViews, TeacherCacheStep, attach_teacher_cache
 
 __all__ = [
     "DistillationEngine",
@@ -27,8 +28,11 @@ __all__ = [
     "MultiStudentTrainer",
     "MultiTermLoss",
     "SemiSupervisedDistillationTrainer",
+    "SeededViews",
     "SemiSupervisedStep",
     "StepContext",
+    "TeacherCacheStep",
+    "attach_teacher_cache",
     "TrainingStep",
     "connector_parameters",
     "kdml_teacher_mode",

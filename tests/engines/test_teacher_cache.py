@@ -191,3 +191,23 @@ def test_semi_supervised_trainer_switched_to_the_cache_keeps_its_losses():
     # live: 3 epochs x (24 labelled + 3 batches x 3 weak); cached: 24 labelled once + the weak rows every time
     assert [t.rows for t in live_teachers] == [3 * (24 + 9)] * 2
     assert [t.rows for t in cached_teachers] == [24 + 3 * 9] * 2
+
+
+def test_kd_bundle_switch_trains_the_student_from_cached_teacher_outputs(tmp_path, data_dir):
+    """``teacher_cache=true`` in bundles/kd: real BreastMNIST, tiny run; the teacher ran once per (image, view)."""
+    from monai.bundle import ConfigParser
+
+    from conftest import REPO
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "bundles" / "kd" / "configs" / "train.json"))
+    parser.read_meta(str(REPO / "bundles" / "kd" / "configs" / "metadata.json"))
+    parser.update({"bundle_root": str(tmp_path), "dataset_dir": str(data_dir / "breastmnist"), "teacher_epochs": 1,
+                   "max_epochs": 3, "batch_size": 128, "teacher_cache": True, "teacher_cache_views": 2, "device": "cpu"})
+    for expression in ("initialize", "run_teacher", "run_student"):
+        parser.get_parsed_content(expression)
+    trainer = parser.get_parsed_content("train#trainer")
+    cache = trainer.step
+    assert isinstance(cache, TeacherCacheStep) and isinstance(trainer.data_loader.dataset, SeededViews)
+    assert cache.misses <= 546 * 2 and cache.hits > 0 and cache.hits + cache.misses == 3 * 546
+    assert (tmp_path / "models" / "model.pt").is_file()

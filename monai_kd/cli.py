@@ -9,7 +9,7 @@ Examples::
     monai-kd export bundles/kd                        # models/model.ts (TorchScript) and models/model.onnx
     monai-kd results bundles/kd                       # summary of docs/results.json
     monai-kd verify bundles/kd                        # metadata against the shipped schema
-    monai-kd infer-dicom --bundle bundles/kd --input DICOM_DIR --output OUT_DIR [--modality CT] [--nifti]
+    monai-kd infer-dicom --bundle bundles/kd --input DICOM_DIR --output OUT_DIR [--modality CT] [--nifti] [--all_series]
     monai-kd serve --work_dir /var/lib/monai-kd --bundle BUNDLE --port 11112 --destination ORTHANC@127.0.0.1:4242
     monai-kd infer-dicomweb --url http://127.0.0.1:8042/dicom-web --study UID [--series UID] --bundle BUNDLE
 """
@@ -174,6 +174,7 @@ def infer_dicom(
     nifti: bool = False,
     ckpt_file: str | None = None,
     device: str = "cpu",
+    all_series: bool = False,
 ) -> None:
     """Run a bundle's student on a DICOM series (or a NIfTI file) and write DICOM SEG / SR outputs.
 
@@ -191,9 +192,21 @@ def infer_dicom(
         nifti: also write the segmentation as NIfTI.
         ckpt_file: student weights; default ``BUNDLE/models/model.pt``.
         device: ``cpu`` or ``cuda:N``.
+        all_series: run on every series of a folder of studies (selected by ``modality`` / ``description`` if
+            given), loading the model once.
     """
     if not os.path.exists(input):  # answered before torch / MONAI are imported
         raise FileNotFoundError(f"input does not exist: '{input}'.")
+    if all_series:
+        if series_uid:
+            raise ValueError("--all_series runs every series; --series_uid selects one: give one of them.")
+        from monai_kd.dicom_inference import infer_dicom_folder
+
+        progress = lambda done, total, uid: print(f"[{done}/{total}] {uid}", file=sys.stderr)  # noqa: E731
+        for path in infer_dicom_folder(bundle, input, output, modality=modality, description=description, nifti=nifti,
+                                       ckpt_file=ckpt_file, device=device, progress=progress):
+            print(path)
+        return
     from monai_kd.dicom_inference import infer_dicom as _infer
 
     written = _infer(

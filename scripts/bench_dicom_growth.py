@@ -35,6 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from monai_kd.reporting import busy_refusal, busy_section, write_timing_section  # noqa: E402
 DATA = Path(os.environ.get("MONAI_KD_DATA", REPO.parent / "shared" / "data"))
 CT = DATA / "totalsegmentator-examples" / "example_ct_dicom"
 WORK = REPO / "scripts" / "_work" / "dicom_growth"
@@ -168,9 +169,7 @@ def markdown(result: dict) -> str:
             f"OMP_NUM_THREADS={result['omp_threads']}; load average {result['load_before']:.2f} before, "
             f"{result['load_after']:.2f} after; run {result['date']}.")
     if result["busy"]:
-        return (head + "\n\n**Busy run: not a result.** The load average exceeded "
-                f"{result['max_load']}, so the seconds are not a property of the code; they are kept only in the JSON, "
-                "flagged `busy`. Re-run on an idle machine: `OMP_NUM_THREADS=1 python scripts/bench_dicom_growth.py`.")
+        return busy_section(head, result["max_load"], "OMP_NUM_THREADS=1 python scripts/bench_dicom_growth.py")
     s = result["startup"]
     lines = [head, "", "| series in one call | s / series (after model load) | series / hour | with start-up | "
              "peak RSS (MB) | RSS after first / last series (MB) | model load (s) |", "|---:|---:|---:|---:|---:|---:|---:|"]
@@ -197,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", type=Path, default=OUT_MD)
     args = parser.parse_args(argv)
     load_before = load_average()
-    if load_before > args.max_load and not args.allow_busy:
-        print(f"refused: the machine is busy (1-minute load average {load_before:.2f} > {args.max_load}). "
-              "Re-run when idle, or --allow-busy for a flagged smoke run.", file=sys.stderr)
+    refusal = busy_refusal(load_before, args.max_load, args.allow_busy)
+    if refusal:
+        print(refusal, file=sys.stderr)
         return 3
     ckpt = student_checkpoint(args.bundle, WORK / "student.pt")
     records = growth(args.bundle, args.counts, ckpt)
@@ -214,13 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    from monai_kd.reporting import write_section
-
-    current = args.markdown.read_text()
-    if result["busy"] and "series / hour" in current:
-        print(f"busy run: {args.markdown} keeps its measured table; this run is only in {args.output}")
-    elif start is not None or result["busy"]:
-        write_section(args.markdown, markdown(result), SECTION)
+    if start is not None or result["busy"]:
+        if not write_timing_section(args.markdown, markdown(result), SECTION, result["busy"], "series / hour"):
+            print(f"busy run: {args.markdown} keeps its measured table; this run is only in {args.output}")
     print(markdown(result) if start is not None or result["busy"] else json.dumps(records, indent=1))
     return 0
 

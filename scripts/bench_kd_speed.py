@@ -44,10 +44,12 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from monai_kd.reporting import busy_refusal, busy_section, write_timing_section  # noqa: E402
 DATA = Path(os.environ.get("MONAI_KD_DATA", REPO.parent / "shared" / "data"))
 OUT_JSON = REPO / "scripts" / "_work" / "bench_kd_speed.json"
 OUT_MD = REPO / "docs" / "bench_kd_speed.md"
 SECTION = "kd-speed"
+RERUN = "OMP_NUM_THREADS=1 python scripts/bench_kd_speed.py --torchdistill-python .venv-torchdistill/bin/python"
 VARIANTS = ("student_alone", "pytorch_kd", "monai_kd_live", "monai_kd_cached", "torchdistill")
 JOBS: dict[str, dict[str, Any]] = {
     "cls": {"bundle": "kd", "teacher": "teacher_def", "student": "network_def", "batch": 128, "T": 4.0, "w": 0.9,
@@ -222,10 +224,7 @@ def markdown(result: dict) -> str:
             f"median of epochs 2..{result['epochs']} (epoch 1 = warm-up and cache fill, shown apart); "
             f"load average {result['load_before']:.2f} before, {result['load_after']:.2f} after; run {result['date']}.")
     if result["busy"]:
-        return (head + "\n\n**Busy run: not a result.** The 1-minute load average exceeded "
-                f"{result['max_load']} (other processes shared the CPU), so its seconds are not a property of the "
-                "code; they are kept only in the JSON, flagged `busy`. Re-run on an idle machine:\n\n"
-                "    OMP_NUM_THREADS=1 python scripts/bench_kd_speed.py --torchdistill-python .venv-torchdistill/bin/python\n")
+        return busy_section(head, result["max_load"], RERUN)
     lines = [head, ""]
     for job in result["jobs"]:
         lines += [f"### {job['job']}: {job['data']} ({job['samples']} samples, batch {job['batch']}); teacher "
@@ -259,10 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (epoch 1 is warm-up / cache fill)")
     load_before = load_average()
-    if load_before > args.max_load and not args.allow_busy:
-        print(f"refused: the machine is busy (1-minute load average {load_before:.2f} > {args.max_load}); "
-              "training speed measured now would not be a property of the code. Re-run when idle, or --allow-busy "
-              "for a flagged smoke run.", file=sys.stderr)
+    refusal = busy_refusal(load_before, args.max_load, args.allow_busy)
+    if refusal:
+        print(refusal, file=sys.stderr)
         return 3
     result = bench(args)
     load_after = load_average()
@@ -275,13 +273,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    from monai_kd.reporting import write_section
-
-    current = args.markdown.read_text() if args.markdown.is_file() else ""
-    if result["busy"] and "| variant |" in current:  # a busy smoke run never replaces a measured table
+    if not write_timing_section(args.markdown, markdown(result), SECTION, result["busy"], "| variant |"):
         print(f"busy run: {args.markdown} keeps its measured table; this run is only in {args.output}")
-    else:
-        write_section(args.markdown, markdown(result), SECTION)
     print(markdown(result))
     return 0
 

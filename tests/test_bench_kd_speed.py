@@ -37,3 +37,16 @@ def _missing_python(cmd, **kwargs):
     import subprocess
 
     return subprocess.CompletedProcess(cmd, 1, "", "FileNotFoundError: /nonexistent/python\n")
+
+
+def test_a_busy_run_never_replaces_a_measured_table(tmp_path):
+    from monai_kd.reporting import busy_refusal, write_timing_section
+
+    md = tmp_path / "t.md"
+    md.write_text("intro | variant |\n<!-- s:begin -->\nold\n<!-- s:end -->\n")
+    assert write_timing_section(md, "busy note", "s", busy=True, measured_marker="| variant |")  # only intro had it
+    assert write_timing_section(md, "| variant | 1.0 |", "s", busy=False, measured_marker="| variant |")
+    assert not write_timing_section(md, "busy note", "s", busy=True, measured_marker="| variant |")
+    assert "| variant | 1.0 |" in md.read_text() and "busy note" not in md.read_text()
+    assert busy_refusal(0.5, 1.0, False) is None and busy_refusal(5.0, 1.0, True) is None
+    assert "refused" in busy_refusal(5.0, 1.0, False)

@@ -7,10 +7,10 @@ Checks: both ranks finish; rank 0 writes the student checkpoint; the student is 
 permutation, so the global batches hold the same samples).
 
 Tolerance: the two runs differ only where DDP without ``SyncBatchNorm`` differs from one process: each rank
-normalises with the BatchNorm statistics of its half batch. With augmentation off (``kd``) the first iteration's
-loss agrees to ``KD_RTOL``; later iterations also carry the (then different) weights. ``emtkd`` draws random weak
-and strong views of the unlabelled images in every process, so its per-iteration losses agree only to
-``EMTKD_RTOL``. Uses the real BreastMNIST / PneumoniaMNIST archives with untrained teachers (wiring, not accuracy).
+normalises with the BatchNorm statistics of its half batch (and, in ``emtkd``, draws its own random weak / strong views
+of its unlabelled rows). Measured on this machine: 0.2-0.3% (``kd``, augmentation off) and 0.02-0.1% (``emtkd``) over
+the two iterations, so ``KD_RTOL`` = 1% and ``EMTKD_RTOL`` = 2%. Uses the real BreastMNIST / PneumoniaMNIST archives
+with untrained teachers (wiring, not accuracy).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from conftest import REPO
 
 DRIVER = Path(__file__).with_name("torchrun_bundle.py")
 KD_RTOL = 0.01
-EMTKD_RTOL = 0.15
+EMTKD_RTOL = 0.02
 
 pytestmark = pytest.mark.slow  # four torchrun launches, each importing torch + MONAI per process (> 60 s)
 

@@ -32,6 +32,7 @@ Example (bundle JSON)::
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -49,7 +50,7 @@ from monai_kd.engines.distillation_engine import DistillationEngine, StepContext
 
 Events, _ = optional_import("ignite.engine", name="Events")
 
-__all__ = ["SeededViews", "TeacherCacheStep", "attach_teacher_cache", "describe_transform"]
+__all__ = ["SeededViews", "TeacherCacheStep", "attach_teacher_cache", "describe_transform", "transform_fingerprint"]
 
 CACHE_FORMAT = 1  # part of the key: bump when the stored layout changes
 
@@ -101,16 +102,42 @@ def describe_transform(obj: Any, depth: int = 0) -> Any:
         return [describe_transform(x, depth + 1) for x in obj]
     if isinstance(obj, dict):
         return {str(k): describe_transform(v, depth + 1) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
-    if isinstance(obj, (np.ndarray, torch.Tensor)):
-        array = np.asarray(obj.detach().cpu() if isinstance(obj, torch.Tensor) else obj)
-        return {"array": list(array.shape), "sha1": hashlib.sha1(np.ascontiguousarray(array).tobytes()).hexdigest()}
-    if isinstance(obj, (np.generic, torch.dtype, np.dtype, torch.device)) or callable(obj) and not hasattr(obj, "__dict__"):
+    if isinstance(obj, (np.ndarray, torch.Tensor)):  # mostly drawn values (affine, noise); see transform_fingerprint
+        return "array"
+    if isinstance(obj, (np.generic, torch.dtype, np.dtype, torch.device)):
         return str(obj)
+    if callable(obj) and not hasattr(obj, "__dict__"):  # builtins: their name, not their address
+        return f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
     name = f"{type(obj).__module__}.{type(obj).__qualname__}"
     if depth > 8 or not hasattr(obj, "__dict__"):
         return name
-    attrs = {k: v for k, v in vars(obj).items() if not k.startswith("_") and k != "R"}
+    attrs = {k: v for k, v in vars(obj).items() if not k.startswith("_") and k != "R" and not k.endswith("_params")}
     return {"class": name, **{k: describe_transform(v, depth + 1) for k, v in sorted(attrs.items())}}
+
+
+def transform_fingerprint(dataset: Any, probes: int = 2) -> str:
+    """Hash of the dataset's transform applied (on a copy, with fixed seeds) to its first ``probes`` items.
+
+    Complements :func:`describe_transform`, which leaves out array attributes because MONAI's random transforms keep
+    their last drawn values (affine matrices, noise) in them: a changed parameter changes these outputs.
+    """
+    transform = getattr(dataset, "transform", None)
+    data = getattr(dataset, "data", None)
+    if transform is None or not isinstance(data, Sequence) or not len(data):
+        return ""
+    transform = copy.deepcopy(transform)
+    digest = hashlib.sha256()
+    for index in range(min(probes, len(data))):
+        for seed in (0, 1):
+            if isinstance(transform, Randomizable):
+                transform.set_random_state(seed=seed)
+            item = transform(copy.deepcopy(data[index]))
+            values = item.values() if isinstance(item, dict) else [item]
+            for value in values:
+                if isinstance(value, (np.ndarray, torch.Tensor)):
+                    array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+                    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _teacher_digest(teachers: Sequence[torch.nn.Module]) -> str:
@@ -272,6 +299,7 @@ class TeacherCacheStep(TrainingStep):
             "format": CACHE_FORMAT,
             "teachers": _teacher_digest(engine.teachers),
             "transform": describe_transform(getattr(dataset, "transform", None)),
+            "transform_outputs": transform_fingerprint(dataset),
             "views_seed": getattr(dataset, "seed", None) if isinstance(dataset, SeededViews) else None,
             "layers": [sorted(tap.layers) if tap is not None else [] for tap in engine.teacher_taps],
             "inferer": describe_transform(engine.inferer),

@@ -211,3 +211,28 @@ def test_kd_bundle_switch_trains_the_student_from_cached_teacher_outputs(tmp_pat
     assert isinstance(cache, TeacherCacheStep) and isinstance(trainer.data_loader.dataset, SeededViews)
     assert cache.misses <= 546 * 2 and cache.hits > 0 and cache.hits + cache.misses == 3 * 546
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+def test_transform_description_tracks_parameters_not_random_state_or_addresses():
+    import json
+
+    from monai_kd.engines.teacher_cache import describe_transform
+
+    def make(rotate):
+        return Compose([EnsureTyped(["image"]), RandAffined(["image"], prob=0.5, rotate_range=rotate, translate_range=(2, 2))])
+
+    first, second = make(0.1), make(0.1)
+    first.set_random_state(1)
+    first(_datalist(1)[0])  # drawing numbers changes the random state only
+    text = json.dumps(describe_transform(first), sort_keys=True, default=str)
+    assert text == json.dumps(describe_transform(second), sort_keys=True, default=str)
+    assert text != json.dumps(describe_transform(make(0.2)), sort_keys=True, default=str)
+    assert " at 0x" not in text
+    # the output probe sees a changed parameter too, and does not change the transform it probes
+    from monai_kd.engines.teacher_cache import transform_fingerprint
+
+    views = SeededViews(_datalist(4), make(0.1), num_views=2)
+    state = views.transform.transforms[1].R.get_state()[1].copy()
+    assert transform_fingerprint(views) == transform_fingerprint(SeededViews(_datalist(4), make(0.1), num_views=2))
+    assert transform_fingerprint(views) != transform_fingerprint(SeededViews(_datalist(4), make(0.2), num_views=2))
+    assert (views.transform.transforms[1].R.get_state()[1] == state).all()

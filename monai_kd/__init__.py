@@ -13,8 +13,23 @@ Subpackages:
 
 from __future__ import annotations
 
-from monai_kd import data, engines, handlers, inferers, losses, metrics, model_card, networks
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# Subpackages load on first use (PEP 562), so ``monai-kd --help`` and argument errors answer without importing
+# torch or MONAI; ``import monai_kd`` then ``monai_kd.data.medmnist_datalist(...)`` (bundle configs) still works.
+_SUBMODULES = frozenset({"data", "engines", "handlers", "inferers", "losses", "metrics", "model_card", "networks"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"monai_kd.{name}")
+    raise AttributeError(f"module 'monai_kd' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES)
 
 __all__ = ["data", "engines", "handlers", "inferers", "losses", "metrics", "model_card", "networks", "__version__"]

@@ -34,9 +34,10 @@ def input_shape(bundle: str | os.PathLike, batch: int = 1) -> list[int]:
 
 def verify_metadata(bundle: str | os.PathLike) -> None:
     """Validate ``configs/metadata.json`` against the schema shipped with monai_kd (no network access)."""
+    meta_file = bundle_file(bundle, "configs/metadata.json")  # a missing bundle is reported before MONAI loads
     from monai.bundle import verify_metadata as _verify
 
-    _verify(meta_file=bundle_file(bundle, "configs/metadata.json"), filepath=str(SCHEMA_FILE))
+    _verify(meta_file=meta_file, filepath=str(SCHEMA_FILE))
 
 
 #: keys ``monai.bundle run`` takes besides config ids

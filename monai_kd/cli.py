@@ -9,7 +9,7 @@ Examples::
     monai-kd export bundles/kd                        # models/model.ts (TorchScript) and models/model.onnx
     monai-kd results bundles/kd                       # summary of docs/results.json
     monai-kd verify bundles/kd                        # metadata against the shipped schema
-    monai-kd infer-dicom --bundle bundles/kd --input DICOM_DIR --output OUT_DIR [--modality CT] [--nifti]
+    monai-kd infer-dicom --bundle bundles/kd --input DICOM_DIR --output OUT_DIR [--modality CT] [--nifti] [--all_series]
     monai-kd serve --work_dir /var/lib/monai-kd --bundle BUNDLE --port 11112 --destination ORTHANC@127.0.0.1:4242
     monai-kd infer-dicomweb --url http://127.0.0.1:8042/dicom-web --study UID [--series UID] --bundle BUNDLE
 """
@@ -54,12 +54,12 @@ def train(bundle: str, stage: str = "all", **override: Any) -> None:
             (distillation from saved teachers).
         override: config overrides, e.g. ``--dataset_dir DIR --max_epochs 5 --device cpu``.
     """
-    from monai.bundle import run
-
     if stage not in STAGES:
         raise BundleError(f"unknown stage '{stage}'; choose one of {sorted(STAGES)}.")
     config = bundle_file(bundle, "configs/train.json")
     check_overrides(config, override)
+    from monai.bundle import run  # after the checks: argument errors answer without importing torch / MONAI
+
     run(STAGES[stage], config_file=config, **_common(bundle, override))
 
 
@@ -70,10 +70,10 @@ def evaluate(bundle: str, **override: Any) -> None:
         bundle: bundle folder.
         override: config overrides, e.g. ``--dataset_dir DIR``.
     """
-    from monai.bundle import run
-
     configs = [bundle_file(bundle, "configs/train.json"), bundle_file(bundle, "configs/evaluate.json")]
     check_overrides(configs, override)
+    from monai.bundle import run
+
     run("run", config_file=configs, **_common(bundle, override))
     output_dir = override.get("output_dir", os.path.join(override.get("bundle_root", bundle), "eval"))
     with open(os.path.join(output_dir, "metrics.json")) as f:
@@ -98,10 +98,10 @@ def export(
         output_dir: where to write ``model.ts`` / ``model.onnx``; default the bundle's ``models/``.
         override: config overrides.
     """
-    from monai.bundle import ckpt_export, onnx_export
-
     ckpt = ckpt_file or bundle_file(bundle, "models/model.pt")
     shape = input_shape(bundle)
+    from monai.bundle import ckpt_export, onnx_export
+
     common = {
         "net_id": "network_def",
         "ckpt_file": ckpt,
@@ -174,6 +174,7 @@ def infer_dicom(
     nifti: bool = False,
     ckpt_file: str | None = None,
     device: str = "cpu",
+    all_series: bool = False,
 ) -> None:
     """Run a bundle's student on a DICOM series (or a NIfTI file) and write DICOM SEG / SR outputs.
 
@@ -191,7 +192,21 @@ def infer_dicom(
         nifti: also write the segmentation as NIfTI.
         ckpt_file: student weights; default ``BUNDLE/models/model.pt``.
         device: ``cpu`` or ``cuda:N``.
+        all_series: run on every series of a folder of studies (selected by ``modality`` / ``description`` if
+            given), loading the model once.
     """
+    if not os.path.exists(input):  # answered before torch / MONAI are imported
+        raise FileNotFoundError(f"input does not exist: '{input}'.")
+    if all_series:
+        if series_uid:
+            raise ValueError("--all_series runs every series; --series_uid selects one: give one of them.")
+        from monai_kd.dicom_inference import infer_dicom_folder
+
+        progress = lambda done, total, uid: print(f"[{done}/{total}] {uid}", file=sys.stderr)  # noqa: E731
+        for path in infer_dicom_folder(bundle, input, output, modality=modality, description=description, nifti=nifti,
+                                       ckpt_file=ckpt_file, device=device, progress=progress):
+            print(path)
+        return
     from monai_kd.dicom_inference import infer_dicom as _infer
 
     written = _infer(
@@ -320,6 +335,9 @@ def main() -> None:
     """Entry point of the ``monai-kd`` console script."""
     import fire
 
+    # fire's help text asks IPython's object inspector for docstrings when IPython is installed (~1 s of imports)
+    # and falls back to ``inspect`` without it: keep ``monai-kd --help`` fast (``--interactive`` is not offered).
+    sys.modules.setdefault("IPython", None)  # type: ignore[arg-type]
     try:
         fire.Fire({"run": pipeline, "infer-dicom": infer_dicom, "serve": serve, "infer-dicomweb": infer_dicomweb, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
     except Exception as e:  # report the root cause in one line; MONAI wraps config errors in RuntimeErrors

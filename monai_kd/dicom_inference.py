@@ -57,9 +57,9 @@ from monai.inferers import SliceInferer
 
 from monai_kd.bundle_utils import BundleError, bundle_file
 from monai_kd.io.atomic import atomic_paths, check_output_dir
-from monai_kd.io.dicom_series import DicomInputError, DicomSeries, DicomSeriesReader, load_dicom_series
+from monai_kd.io.dicom_series import DicomInputError, DicomSeries, DicomSeriesReader, list_series, load_dicom_series
 
-__all__ = ["TASKS", "TIMING_KEYS", "BundlePredictor", "bundle_task", "check_series", "infer_dicom"]
+__all__ = ["TASKS", "TIMING_KEYS", "BundlePredictor", "bundle_task", "check_series", "infer_dicom", "infer_dicom_folder"]
 
 TASKS = {
     "classes": "classification",
@@ -536,3 +536,95 @@ def _write_classification(
         with open(temps[-1], "w") as f:
             json.dump(summary, f, indent=2)
     return targets
+
+
+def infer_dicom_folder(
+    bundle: str,
+    input: str,
+    output: str,
+    modality: str | None = None,
+    description: str | None = None,
+    nifti: bool = False,
+    ckpt_file: str | None = None,
+    device: str = "cpu",
+    timings: dict | None = None,
+    progress: Any = None,
+) -> list[str]:
+    """Run the bundle's student on **every** DICOM series of a folder of studies with one loaded model.
+
+    The model (config, transforms, weights) is built once (:class:`BundlePredictor`) and every series found below
+    ``input`` (optionally only those of ``modality`` / whose description contains ``description``) is read, checked
+    and predicted in turn, its outputs written atomically as :func:`infer_dicom` writes them. A series that cannot be
+    used does not stop the others: the error names every failed series after the rest are written.
+
+    Args:
+        bundle: bundle folder.
+        input: folder of DICOM studies (searched recursively).
+        output: output folder (must not be inside ``input``).
+        modality: only series of this Modality.
+        description: only series whose SeriesDescription contains this text (case-insensitive).
+        nifti: also write segmentations as NIfTI.
+        ckpt_file: student weights; default ``models/model.pt`` of the bundle.
+        device: torch device.
+        timings: optional stage seconds summed over the series (see :func:`infer_dicom`), plus ``series``.
+        progress: optional callable ``progress(done, total, series_uid)`` after each series.
+
+    Returns:
+        The written paths of every series.
+
+    Raises:
+        FileNotFoundError: When the input does not exist.
+        DicomInputError: When no series matches, or (after the others are written) when some series failed.
+    """
+    begin = time.perf_counter()
+    input, output = os.fspath(input), os.fspath(output)
+    if not os.path.exists(input):
+        raise FileNotFoundError(f"input does not exist: '{input}'.")
+    out_dir = check_output_dir(output, input)
+    found, failed = _list_studies(input)
+    found = [
+        s for s in found
+        if (not modality or s.modality.upper() == modality.strip().upper())
+        and (not description or description.strip().lower() in s.description.lower())
+    ]
+    if not found:
+        problems = ("\n" + "\n".join(failed)) if failed else ""
+        raise DicomInputError(
+            f"no DICOM series in '{input}' matches modality={modality}, description={description}.{problems}"
+        )
+    predictor = BundlePredictor(bundle, ckpt_file=ckpt_file, device=device, timings=timings)
+    written: list[str] = []
+    total = len(found) + len(failed)
+    for done, summary in enumerate(found, 1):
+        try:
+            with _timed(timings, "read"):
+                series = load_dicom_series(list(summary.files), series_uid=summary.series_uid)
+            check_series(series, predictor.task, timings)
+            written += predictor.predict(series.source, out_dir, series=series, nifti=nifti, timings=timings)
+        except (ValueError, OSError) as error:  # DicomInputError, BundleError, unreadable files: keep going
+            failed.append(f"  - {summary}: {type(error).__name__}: {error}")
+        if progress is not None:
+            progress(done, len(found), summary.series_uid)
+    if timings is not None:
+        timings["series"] = timings.get("series", 0) + len(found)
+        timings["total"] = timings.get("total", 0.0) + time.perf_counter() - begin
+    if failed:
+        raise DicomInputError(
+            f"{len(failed)} of {total} series or study folders failed (the others were written):\n" + "\n".join(failed)
+        )
+    return written
+
+
+def _list_studies(input: str) -> tuple[list, list[str]]:
+    """Series of a file, or of each entry of a folder listed on its own (an unreadable study does not hide others)."""
+    if not os.path.isdir(input):
+        return list_series(input), []
+    entries = sorted(os.path.join(input, name) for name in os.listdir(input))
+    loose = [e for e in entries if os.path.isfile(e)]
+    found, failed = [], []
+    for entry in [e for e in entries if os.path.isdir(e)] + ([loose] if loose else []):
+        try:
+            found += list_series(entry)
+        except (ValueError, OSError) as error:
+            failed.append(f"  - '{entry if isinstance(entry, str) else input}': {type(error).__name__}: {error}")
+    return found, failed

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
-__all__ = ["changes_table", "markers", "write_section"]
+__all__ = ["busy_refusal", "busy_section", "changes_table", "markers", "write_section", "write_timing_section"]
 
 
 def markers(name: str = "results") -> tuple[str, str]:
@@ -81,3 +81,39 @@ def changes_table(
         return ""
     head = "| group | runs | " + " | ".join(f"{name} (mean before -> after, change)" for name in metrics) + " |"
     return "\n".join([head, "|---|---|" + "---:|" * len(metrics), *rows])
+
+
+def busy_refusal(load: float, max_load: float, allow_busy: bool) -> str | None:
+    """The message refusing a timing run on a busy machine, or ``None`` when it may run (idle, or ``allow_busy``).
+
+    Args:
+        load: the 1-minute load average now.
+        max_load: the highest load average at which timings are honest.
+        allow_busy: measure anyway (the result must then be flagged busy).
+    """
+    if load <= max_load or allow_busy:
+        return None
+    return (f"refused: the machine is busy (1-minute load average {load:.2f} > {max_load}); timings measured now would "
+            "not be a property of the code. Re-run when idle, or --allow-busy for a flagged smoke run.")
+
+
+def busy_section(head: str, max_load: float, command: str) -> str:
+    """The generated section of a busy timing run: what was run, and that its numbers are not results."""
+    return (f"{head}\n\n**Busy run: not a result.** The 1-minute load average exceeded {max_load} (other processes "
+            "shared the CPU), so its seconds are not a property of the code; they are kept only in the JSON, flagged "
+            f"`busy`. Re-run on an idle machine:\n\n    {command}\n")
+
+
+def write_timing_section(path: str | os.PathLike, text: str, name: str, busy: bool, measured_marker: str) -> bool:
+    """:func:`write_section`, except that a busy run never replaces a measured table (one holding ``measured_marker``).
+
+    Returns:
+        Whether the section was written.
+    """
+    if busy:
+        begin, end = markers(name)
+        content = Path(path).read_text()
+        if measured_marker in content.split(begin, 1)[-1].split(end, 1)[0]:
+            return False
+    write_section(path, text, name)
+    return True

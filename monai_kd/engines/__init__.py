@@ -16,6 +16,7 @@ from monai_kd.engines.multi_student_trainer import (
     trainable_parameters,
 )
 from monai_kd.engines.semi_supervised_trainer import SemiSupervisedDistillationTrainer, SemiSupervisedStep
+from monai_kd.engines.teacher_cache import SeededViews, TeacherCacheStep, attach_teacher_cache
 
 __all__ = [
     "DistillationChain",
@@ -29,8 +30,11 @@ __all__ = [
     "MultiStudentTrainer",
     "MultiTermLoss",
     "SemiSupervisedDistillationTrainer",
+    "SeededViews",
     "SemiSupervisedStep",
     "StepContext",
+    "TeacherCacheStep",
+    "attach_teacher_cache",
     "TrainingStep",
     "chain_datalists",
     "chain_partition",

@@ -1,0 +1,52 @@
+"""The training-speed benchmark: refuses a busy machine, flags a forced run, never shows busy numbers as results."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import load_script
+
+
+def test_refuses_busy_machine_and_a_forced_smoke_run_records_every_variant(tmp_path, monkeypatch, data_dir):
+    bench = load_script("bench_kd_speed")
+    out, md = tmp_path / "speed.json", tmp_path / "speed.md"
+    md.write_text("# t\n\n<!-- kd-speed:begin -->\n<!-- kd-speed:end -->\n")
+    monkeypatch.setattr(bench, "load_average", lambda: 5.0)
+    assert bench.main(["--output", str(out), "--markdown", str(md)]) == 3
+    assert not out.exists()
+    args = ["--jobs", "cls", "--limit", "96", "--epochs", "2", "--allow-busy", "--torchdistill-python", "/nonexistent/python"]
+    monkeypatch.setattr(bench.subprocess, "run", _missing_python)
+    assert bench.main([*args, "--output", str(out), "--markdown", str(md)]) == 0
+    result = json.loads(out.read_text())
+    assert result["busy"] is True
+    text = md.read_text()
+    assert "Busy run: not a result" in text and "| variant |" not in text  # no table of busy seconds
+    job = result["jobs"][0]
+    assert job["samples"] == 96 and job["teacher_parameters"] > 50 * job["student_parameters"]
+    variants = job["variants"]
+    assert set(variants) == {"student_alone", "pytorch_kd", "monai_kd_live", "monai_kd_cached", "torchdistill"}
+    for name in ("student_alone", "pytorch_kd", "monai_kd_live", "monai_kd_cached"):
+        assert len(variants[name]["epoch_s"]) == 2 and variants[name]["ratio_to_student_alone"] > 0
+    assert variants["student_alone"]["ratio_to_student_alone"] == 1.0
+    # the cache ran the teacher on the 96 samples once (epoch 1) and served epoch 2 from memory
+    assert (variants["monai_kd_cached"]["cache_misses"], variants["monai_kd_cached"]["cache_hits"]) == (96, 96)
+    assert variants["torchdistill"]["median_epoch_s"] is None and "does not import" in variants["torchdistill"]["skipped"]
+
+
+def _missing_python(cmd, **kwargs):
+    import subprocess
+
+    return subprocess.CompletedProcess(cmd, 1, "", "FileNotFoundError: /nonexistent/python\n")
+
+
+def test_a_busy_run_never_replaces_a_measured_table(tmp_path):
+    from monai_kd.reporting import busy_refusal, write_timing_section
+
+    md = tmp_path / "t.md"
+    md.write_text("intro | variant |\n<!-- s:begin -->\nold\n<!-- s:end -->\n")
+    assert write_timing_section(md, "busy note", "s", busy=True, measured_marker="| variant |")  # only intro had it
+    assert write_timing_section(md, "| variant | 1.0 |", "s", busy=False, measured_marker="| variant |")
+    assert not write_timing_section(md, "busy note", "s", busy=True, measured_marker="| variant |")
+    assert "| variant | 1.0 |" in md.read_text() and "busy note" not in md.read_text()
+    assert busy_refusal(0.5, 1.0, False) is None and busy_refusal(5.0, 1.0, True) is None
+    assert "refused" in busy_refusal(5.0, 1.0, False)

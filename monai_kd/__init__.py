@@ -32,4 +32,5 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | _SUBMODULES)
 
+
 __all__ = ["data", "engines", "handlers", "inferers", "losses", "metrics", "model_card", "networks", "__version__"]

@@ -10,6 +10,8 @@ Examples::
     monai-kd results bundles/kd                       # summary of docs/results.json
     monai-kd verify bundles/kd                        # metadata against the shipped schema
     monai-kd infer-dicom --bundle bundles/kd --input DICOM_DIR --output OUT_DIR [--modality CT] [--nifti]
+    monai-kd serve --work_dir /var/lib/monai-kd --bundle BUNDLE --port 11112 --destination ORTHANC@127.0.0.1:4242
+    monai-kd infer-dicomweb --url http://127.0.0.1:8042/dicom-web --study UID [--series UID] --bundle BUNDLE
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from monai_kd.bundle_utils import BundleError, bundle_file, input_shape, verify_metadata
+from monai_kd.bundle_utils import BundleError, bundle_file, check_overrides, input_shape, verify_metadata
 
 STAGES = {
     "all": "run",
@@ -56,7 +58,9 @@ def train(bundle: str, stage: str = "all", **override: Any) -> None:
 
     if stage not in STAGES:
         raise BundleError(f"unknown stage '{stage}'; choose one of {sorted(STAGES)}.")
-    run(STAGES[stage], config_file=bundle_file(bundle, "configs/train.json"), **_common(bundle, override))
+    config = bundle_file(bundle, "configs/train.json")
+    check_overrides(config, override)
+    run(STAGES[stage], config_file=config, **_common(bundle, override))
 
 
 def evaluate(bundle: str, **override: Any) -> None:
@@ -69,6 +73,7 @@ def evaluate(bundle: str, **override: Any) -> None:
     from monai.bundle import run
 
     configs = [bundle_file(bundle, "configs/train.json"), bundle_file(bundle, "configs/evaluate.json")]
+    check_overrides(configs, override)
     run("run", config_file=configs, **_common(bundle, override))
     output_dir = override.get("output_dir", os.path.join(override.get("bundle_root", bundle), "eval"))
     with open(os.path.join(output_dir, "metrics.json")) as f:
@@ -82,7 +87,8 @@ def export(
     """Export the bundle's student (``network_def`` of ``inference.json``) to TorchScript and ONNX.
 
     Writes ``models/model.ts`` (with the bundle's metadata and inference config embedded, as ``ckpt_export``
-    does) and ``models/model.onnx``.
+    does) and ``models/model.onnx``, and records their checksums in the model card (``eval/model_card.json``) when
+    the evaluation wrote one.
 
     Args:
         bundle: bundle folder.
@@ -113,6 +119,10 @@ def export(
         written.append(os.path.join(out, "model.onnx"))
         dynamic = {"input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
         onnx_export(filepath=written[1], use_trace=True, converter_kwargs=dynamic, **common)
+    if os.path.basename(os.path.normpath(out)) == "models":  # a model card beside it records the new checksums
+        from monai_kd.model_card import refresh_exports
+
+        refresh_exports(os.path.dirname(os.path.normpath(out)) or ".")
     for path in written:
         print(path)
 
@@ -192,6 +202,114 @@ def infer_dicom(
         print(path)
 
 
+def serve(
+    work_dir: str,
+    bundle: str | None = None,
+    routes: str | None = None,
+    ckpt_file: str | None = None,
+    modality: str | None = None,
+    description: str | None = None,
+    ae_title: str = "MONAIKD",
+    host: str = "127.0.0.1",
+    port: int = 11112,
+    quiet_time: float = 30.0,
+    workers: int = 1,
+    destination: str | None = None,
+    output_dir: str | None = None,
+    device: str = "cpu",
+    max_slices: int = 2000,
+    max_associations: int = 16,
+    min_free_mb: float = 500.0,
+) -> None:
+    """Run a DICOM node: receive series by C-STORE, run a bundle's student, send the SEG / SR back.
+
+    Series are collected per Series Instance UID and processed once no instance arrived for ``quiet_time``
+    seconds; the work queue lives in ``work_dir`` (resumed on restart, even after ``kill -9``); bad series go to
+    ``work_dir/quarantine`` with their reason. Logs go to stderr and ``work_dir/node.log``. Stops on SIGINT/SIGTERM.
+
+    Args:
+        work_dir: queue folder (local disk).
+        bundle: the one bundle to run on every series (or use ``routes``).
+        routes: JSON routing rules (Modality / SeriesDescription -> bundle, see ``monai_kd.node.routing``).
+        ckpt_file: weights of ``bundle``; default its ``models/model.pt``.
+        modality: with ``bundle``: only series of this Modality (others are quarantined as unrouted).
+        description: with ``bundle``: only series whose SeriesDescription matches this regular expression.
+        ae_title: our AE title.
+        host: address to listen on.
+        port: port to listen on.
+        quiet_time: seconds without a new instance, after the sending association ended, after which a
+            series is complete.
+        workers: series processed at once.
+        destination: ``AE@host:port`` to C-STORE results to (e.g. the PACS).
+        output_dir: folder to write results to.
+        device: ``cpu`` or ``cuda:N``.
+        max_slices: larger series are refused.
+        max_associations: associations served at once.
+        min_free_mb: refuse instances (Out of Resources) below this free disk space.
+    """
+    import logging
+
+    from monai_kd.node import load_routes, parse_address
+    from monai_kd.node.server import DicomNode
+
+    if (bundle is None) == (routes is None):
+        raise BundleError("give either --bundle (one bundle for every series) or --routes (a rules file).")
+    if routes is not None:
+        if ckpt_file or modality or description:
+            raise BundleError("--ckpt_file, --modality and --description go with --bundle; put them in the routes file.")
+        rules = load_routes(routes)
+    else:
+        entry = {"name": os.path.basename(os.path.normpath(bundle)), "bundle": bundle, "ckpt_file": ckpt_file,
+                 "modality": modality, "description": description}
+        rules = load_routes([entry])
+    node = DicomNode(
+        work_dir, rules, ae_title=ae_title, host=host, port=port, quiet_time=quiet_time, workers=workers,
+        destination=None if destination is None else parse_address(destination), output_dir=output_dir,
+        device=device, max_slices=max_slices, max_associations=max_associations, min_free_mb=min_free_mb,
+    )
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=[logging.StreamHandler(), logging.FileHandler(os.path.join(work_dir, "node.log"))],
+    )
+    for noisy in ("pynetdicom", "highdicom"):  # per-association and per-module chatter
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    node.serve_forever()
+
+
+def infer_dicomweb(
+    url: str,
+    study: str,
+    bundle: str,
+    series: str | None = None,
+    modality: str | None = None,
+    description: str | None = None,
+    ckpt_file: str | None = None,
+    output: str | None = None,
+    store: bool = True,
+    device: str = "cpu",
+) -> None:
+    """Pull a series with WADO-RS, run a bundle's student, store the SEG / SR back with STOW-RS.
+
+    Args:
+        url: DICOMweb root, e.g. ``http://127.0.0.1:8042/dicom-web``.
+        study: Study Instance UID (quote it).
+        bundle: bundle folder.
+        series: Series Instance UID; without it the study's series is chosen with ``modality`` / ``description``.
+        modality: select the study's series by Modality.
+        description: select by a substring of SeriesDescription.
+        ckpt_file: student weights; default ``BUNDLE/models/model.pt``.
+        output: also keep the outputs in this folder.
+        store: store the DICOM result back with STOW-RS (``--nostore`` to skip).
+        device: ``cpu`` or ``cuda:N``.
+    """
+    from monai_kd.node.dicomweb import infer_dicomweb as _infer
+
+    result = _infer(url, study, bundle, series_uid=series, modality=modality, description=description,
+                    ckpt_file=ckpt_file, output=output, store=store, device=device)
+    print(json.dumps(result, indent=2))
+
+
 def verify(bundle: str) -> None:
     """Check ``configs/metadata.json`` against monai_kd's schema (offline)."""
     verify_metadata(bundle)
@@ -203,7 +321,7 @@ def main() -> None:
     import fire
 
     try:
-        fire.Fire({"run": pipeline, "infer-dicom": infer_dicom, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
+        fire.Fire({"run": pipeline, "infer-dicom": infer_dicom, "serve": serve, "infer-dicomweb": infer_dicomweb, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
     except Exception as e:  # report the root cause in one line; MONAI wraps config errors in RuntimeErrors
         cause = root_cause(e)
         if not isinstance(cause, (BundleError, FileNotFoundError, ValueError, KeyError)):

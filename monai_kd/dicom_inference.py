@@ -59,7 +59,7 @@ from monai_kd.bundle_utils import BundleError, bundle_file
 from monai_kd.io.atomic import atomic_paths, check_output_dir
 from monai_kd.io.dicom_series import DicomInputError, DicomSeries, DicomSeriesReader, load_dicom_series
 
-__all__ = ["TASKS", "TIMING_KEYS", "bundle_task", "infer_dicom"]
+__all__ = ["TASKS", "TIMING_KEYS", "BundlePredictor", "bundle_task", "check_series", "infer_dicom"]
 
 TASKS = {
     "classes": "classification",
@@ -194,6 +194,8 @@ def _middle_slice(image: Any) -> tuple[Any, int]:
 
 def _load(
     preprocessing: Any,
+    loader_index: int,
+    reader: Any,
     key: str,
     input: str,
     spatial_dims: int,
@@ -203,6 +205,8 @@ def _load(
 ) -> dict:
     """Run the bundle's preprocessing; a volume for a 2D classification network is cut to its middle slice.
 
+    The bundle's ``LoadImaged`` (at ``loader_index``) reads the input with ``reader``.
+
     The loader part is timed as ``read``, the rest as ``preprocess`` (when ``timings`` is given). A volume for a
     2D segmentation network is kept whole if ``slice_wise`` (the bundle's inferer runs the network slice by
     slice) and refused otherwise.
@@ -211,10 +215,13 @@ def _load(
         The preprocessed data dictionary, with the index of the slice used under :data:`SLICE_KEY` (``None``
         when the whole image was used).
     """
-    split = _loader_index(preprocessing) + 1
+    split = loader_index + 1
     try:
         with _timed(timings, "read"):
-            data = preprocessing({key: input}, end=split)
+            data: dict = {key: input}
+            if loader_index:
+                data = preprocessing(data, end=loader_index)
+            data = preprocessing.transforms[loader_index](data, reader=reader)
     except Exception as e:
         cause = _root_cause(e)
         if isinstance(cause, (DicomInputError, FileNotFoundError)):
@@ -333,8 +340,7 @@ def infer_dicom(
     """
     begin = time.perf_counter()
     input, output = os.fspath(input), os.fspath(output)
-    meta = _metadata(bundle)
-    task = bundle_task(meta)
+    task = bundle_task(_metadata(bundle))
     if not os.path.exists(input):
         raise FileNotFoundError(f"input does not exist: '{input}'.")
     out_dir = check_output_dir(output, input)
@@ -345,43 +351,108 @@ def infer_dicom(
     else:
         with _timed(timings, "read"):
             series = load_dicom_series(input, modality=modality, description=description, series_uid=series_uid)
-            series.load()  # decode now, so unreadable pixel data is reported before the model is built
-        if task == "segmentation" and not series.is_volume:
-            raise DicomInputError(
-                f"'{input}' has no patient geometry (ImagePositionPatient/ImageOrientationPatient): a DICOM SEG "
-                "cannot reference it validly; convert it to NIfTI to segment it."
-            )
-    torch_device = torch.device(device)
-    with _timed(timings, "model_load"):
-        parser = _parser(bundle, torch_device)
-        key, spatial_dims = _input_spec(meta)
-        preprocessing = parser.get_parsed_content("preprocessing")
-        inferer = parser.get_parsed_content("inferer")
-    loader = preprocessing.transforms[_loader_index(preprocessing)]._loader
-    if series is not None:
-        loader.register(DicomSeriesReader(series=series))
-    else:  # MONAI's NIfTI reader without the loader's kwargs (which may be meant for another reader, e.g. PIL's)
-        loader.register(NibabelReader())
-    data = _load(preprocessing, key, input, spatial_dims, task, timings, isinstance(inferer, SliceInferer))
-    with _timed(timings, "model_load"):
-        network = _network(parser, bundle, ckpt_file, torch_device)
-    with _timed(timings, "inference"), torch.no_grad():
-        data["pred"] = inferer(data[key][None].to(torch_device), network)[0]
-    with _timed(timings, "postprocess"):
-        post = _postprocessing(parser)
-        if post is not None:
-            data = post(data)
-
-    name = str(meta.get("name") or Path(bundle).resolve().name)
-    stem = series.series_uid if series is not None else Path(input).name.split(".nii")[0]
-    with _timed(timings, "write"):
-        if task == "segmentation":
-            written = _write_segmentation(data, key, preprocessing, meta, name, series, out_dir / stem, input, nifti)
-        else:
-            written = _write_classification(data, meta, name, series, out_dir / stem, input)
+        check_series(series, task, timings)
+    predictor = BundlePredictor(bundle, ckpt_file=ckpt_file, device=device, timings=timings)
+    written = predictor.predict(input, out_dir, series=series, nifti=nifti, timings=timings)
     if timings is not None:
         timings["total"] = timings.get("total", 0.0) + time.perf_counter() - begin
     return written
+
+
+def check_series(series: DicomSeries, task: str, timings: dict | None = None) -> None:
+    """Decode a selected series now and check that the task can be written for it (before any model is built).
+
+    Args:
+        series: the selected series.
+        task: ``"segmentation"`` or ``"classification"``.
+        timings: optional stage timings (decoding is added to ``read``).
+
+    Raises:
+        DicomInputError: When the pixel data cannot be decoded, or a segmentation is asked of a series without
+            patient geometry.
+    """
+    with _timed(timings, "read"):
+        series.load()  # decode now, so unreadable pixel data is reported before the model is built
+    if task == "segmentation" and not series.is_volume:
+        raise DicomInputError(
+            f"'{series.source}' has no patient geometry (ImagePositionPatient/ImageOrientationPatient): a DICOM SEG "
+            "cannot reference it validly; convert it to NIfTI to segment it."
+        )
+
+
+class BundlePredictor:
+    """A bundle's student loaded once (config, transforms, inferer, weights) and run on many inputs.
+
+    :func:`infer_dicom` builds one per call; a long-running service (``monai-kd serve``) keeps one per bundle and
+    calls :meth:`predict` for every series. :meth:`predict` may be called from several threads: each call passes
+    its own reader to the bundle's ``LoadImaged`` instead of registering it on the shared loader.
+
+    Args:
+        bundle: bundle folder.
+        ckpt_file: student weights; default ``models/model.pt`` of the bundle.
+        device: torch device, e.g. ``cpu`` or ``cuda:0``.
+        timings: if a dict is given, the seconds spent loading are added to ``timings["model_load"]``.
+
+    Raises:
+        BundleError: When the bundle, its weights or its task do not fit.
+    """
+
+    def __init__(
+        self, bundle: str, ckpt_file: str | None = None, device: str = "cpu", timings: dict | None = None
+    ) -> None:
+        self.bundle = os.fspath(bundle)
+        self.meta = _metadata(self.bundle)
+        self.task = bundle_task(self.meta)
+        self.name = str(self.meta.get("name") or Path(self.bundle).resolve().name)
+        self.device = torch.device(device)
+        with _timed(timings, "model_load"):
+            parser = _parser(self.bundle, self.device)
+            self.key, self.spatial_dims = _input_spec(self.meta)
+            self.preprocessing = parser.get_parsed_content("preprocessing")
+            self.inferer = parser.get_parsed_content("inferer")
+            self.loader_index = _loader_index(self.preprocessing)
+            self.network = _network(parser, self.bundle, ckpt_file, self.device)
+            self.postprocessing = _postprocessing(parser)
+
+    def predict(
+        self,
+        input: str,
+        out_dir: str | os.PathLike,
+        series: DicomSeries | None = None,
+        nifti: bool = False,
+        timings: dict | None = None,
+    ) -> list[str]:
+        """Run the student on one input and write its outputs (see :func:`infer_dicom`).
+
+        Args:
+            input: a NIfTI file, or the source of ``series``.
+            out_dir: output folder (checked by the caller with :func:`~monai_kd.io.atomic.check_output_dir`).
+            series: the selected DICOM series (``None`` for NIfTI input).
+            nifti: also write a segmentation of DICOM input as NIfTI.
+            timings: optional stage timings.
+
+        Returns:
+            The written paths.
+        """
+        reader = DicomSeriesReader(series=series) if series is not None else NibabelReader()
+        slice_wise = isinstance(self.inferer, SliceInferer)
+        data = _load(
+            self.preprocessing, self.loader_index, reader, self.key, input, self.spatial_dims, self.task, timings,
+            slice_wise,
+        )
+        with _timed(timings, "inference"), torch.no_grad():
+            data["pred"] = self.inferer(data[self.key][None].to(self.device), self.network)[0]
+        with _timed(timings, "postprocess"):
+            if self.postprocessing is not None:
+                data = self.postprocessing(data)
+        stem = series.series_uid if series is not None else Path(input).name.split(".nii")[0]
+        prefix = Path(out_dir) / stem
+        with _timed(timings, "write"):
+            if self.task == "segmentation":
+                return _write_segmentation(
+                    data, self.key, self.preprocessing, self.meta, self.name, series, prefix, input, nifti
+                )
+            return _write_classification(data, self.meta, self.name, series, prefix, input)
 
 
 def _write_segmentation(

@@ -20,8 +20,8 @@ the bundle whose ``network_def`` is the teacher's) -- the CT series
 Weights: ``--weights``/``--teacher NAME=PATH``, else the bundle's ``models/model.pt`` / ``models/teacher.pt``,
 else freshly initialised (seed 0) -- the timings do not depend on the weight values.
 
-Writes ``scripts/_work/bench_dicom_inference.json`` and a Markdown table to stdout and
-``docs/bench_dicom_inference.md``.
+Writes ``scripts/_work/bench_dicom_inference.json`` and a Markdown table to stdout and to the ``dicom-inference``
+section of ``docs/bench_dicom_inference.md``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from monai_kd.reporting import write_section
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MONAI_KD_DATA", REPO.parent / "shared" / "data"))
 CT = DATA / "totalsegmentator-examples" / "example_ct_dicom"
@@ -49,6 +51,7 @@ DEPLOY_PYTHON = REPO / ".venv-deploy" / "bin" / "python"
 DEPLOY_APP = REPO / "scripts" / "deploy" / "app.py"
 OUT_JSON = REPO / "scripts" / "_work" / "bench_dicom_inference.json"
 OUT_MD = REPO / "docs" / "bench_dicom_inference.md"
+SECTION = "dicom-inference"  # generated section of OUT_MD (the node load benchmark writes another one)
 STAGES = ("read", "preprocess", "model_load", "inference", "postprocess", "write")
 
 
@@ -201,8 +204,6 @@ def _short(error: str, limit: int = 150) -> str:
 def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [
-        "# DICOM inference benchmark",
-        "",
         f"Real CT series `{report['input']['path']}` ({report['input']['slices']} slices "
         f"{report['input']['shape']}, {report['input']['transfer_syntax']}), selected with `--modality CT`. "
         f"Median of {report['repeats']} runs after one warm-up, seconds. Machine: {env['cpu_count']} CPUs, "
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.markdown_only:
         text = markdown(_json(OUT_JSON))
-        OUT_MD.write_text(text)
+        write_section(OUT_MD, text, SECTION)
         print(text)
         return 0
 
@@ -336,8 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
     OUT_JSON.write_text(json.dumps(report, indent=2))
     text = markdown(report)
-    OUT_MD.parent.mkdir(parents=True, exist_ok=True)
-    OUT_MD.write_text(text)
+    write_section(OUT_MD, text, SECTION)
     print()
     print(text)
     print(f"wrote {OUT_JSON.relative_to(REPO)} and {OUT_MD.relative_to(REPO)}")

@@ -53,3 +53,16 @@ def test_console_script_help_lists_commands():
     text = proc.stdout + proc.stderr
     for command in ("run", "train", "evaluate", "export", "results", "verify", "infer-dicom"):
         assert command in text
+
+
+def test_check_overrides_names_the_closest_keys_and_wrong_types():
+    from monai_kd.bundle_utils import BundleError, check_overrides
+
+    train = str(REPO / "bundles" / "kd" / "configs" / "train.json")
+    check_overrides(train, {"max_epochs": 1, "train#trainer#max_epochs": 2, "bundle_root": "x", "seed": "$1"})
+    with pytest.raises(BundleError, match=r"unknown config key 'max_epoch'.*did you mean 'max_epochs'"):
+        check_overrides(train, {"max_epoch": 1})
+    with pytest.raises(BundleError, match="no similar key"):
+        check_overrides(train, {"zzzz_qqqq": 1})
+    with pytest.raises(BundleError, match=r"'max_epochs' expects a number \(default"):
+        check_overrides(train, {"max_epochs": "abc"})

@@ -257,6 +257,7 @@ def medmnist_datalist(
     filename: str | None = None,
     fraction: float = 1.0,
     seed: int = 0,
+    num_classes: int | None = None,
 ) -> list[dict]:
     """Load one split of a MedMNIST ``.npz`` archive as a list of dictionaries.
 
@@ -285,6 +286,8 @@ def medmnist_datalist(
             class-stratified random subset (at least one sample per class present), returned
             in original order; 1 keeps every sample in original order.
         seed: random seed of the subset selection, ignored when ``fraction`` is 1.
+        num_classes: when given, every label must be in ``[0, num_classes)`` (a bundle passes its own class count,
+            so an archive of another task is refused by name instead of failing inside the loss).
 
     Returns:
         A list of dictionaries, one per kept sample.
@@ -293,13 +296,22 @@ def medmnist_datalist(
         FileNotFoundError: When the folder or file does not exist, or the folder holds no ``.npz``.
         ValueError: When ``split`` or ``fraction`` is invalid, the folder holds several archives
             and ``filename`` is None, the archive lacks the split's keys, the image and label
-            counts differ, or the arrays have an unsupported shape or dtype.
+            counts differ, the split is empty, a label is outside ``[0, num_classes)``, or the arrays have an
+            unsupported shape or dtype.
     """
     canonical = _normalize_split(split, dataset_dir)
     fraction = _check_fraction(fraction, dataset_dir)
     path = _resolve_npz(dataset_dir, filename).resolve()
     stat = path.stat()
     images, labels = _load_split(str(path), stat.st_mtime_ns, stat.st_size, canonical)
+    if len(labels) == 0:
+        raise ValueError(f"MedMNIST archive {path}: the '{canonical}' split is empty.")
+    if num_classes is not None and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = int(labels[(labels < 0) | (labels >= num_classes)][0])
+        raise ValueError(
+            f"MedMNIST archive {path}: '{canonical}' label {bad} is outside the bundle's {num_classes} classes "
+            f"(labels must be 0..{num_classes - 1}; set num_classes to match the data)."
+        )
 
     indices = _stratified_indices(labels, fraction, seed)
     selected = images if len(indices) == len(images) else images[indices]

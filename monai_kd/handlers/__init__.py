@@ -6,6 +6,7 @@ from monai_kd.handlers.distillation_stats import DistillationStatsHandler
 from monai_kd.handlers.fidelity_cka import FidelityCKAHandler
 from monai_kd.handlers.metrics_writer import MetricsJSONWriter
 from monai_kd.handlers.output_transforms import from_engine_stacked
+from monai_kd.handlers.prediction_writer import PredictionWriter
 from monai_kd.handlers.pretrained_loader import PretrainedLoader
 from monai_kd.handlers.weight_averaging import WeightAveraging
 
@@ -13,6 +14,7 @@ __all__ = [
     "DistillationStatsHandler",
     "FidelityCKAHandler",
     "MetricsJSONWriter",
+    "PredictionWriter",
     "PretrainedLoader",
     "WeightAveraging",
     "from_engine_stacked",

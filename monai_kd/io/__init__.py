@@ -6,6 +6,7 @@
   (also as a MONAI image reader).
 - :mod:`.dicom_seg`: a label volume as a DICOM Segmentation (highdicom) referencing the source series.
 - :mod:`.dicom_sr`: a classification result as a DICOM Comprehensive SR (TID 1500) referencing the source.
+- :mod:`.derived`: what a SEG/SR needs and a slightly invalid source lacks (e.g. the de-identification method).
 - :mod:`.atomic`: all-or-nothing output files, and refusal of outputs inside the input.
 """
 

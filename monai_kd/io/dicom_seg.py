@@ -35,6 +35,7 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from .atomic import atomic_paths
+from .derived import complete_derived
 from .dicom_series import DicomSeries
 
 __all__ = [
@@ -192,7 +193,8 @@ def build_dicom_seg(
             have fewer frames than the source has images).
 
     Returns:
-        The segmentation dataset, with new Series and SOP Instance UIDs.
+        The segmentation dataset, with new Series and SOP Instance UIDs; attributes it needs because of what
+        it copied from a slightly invalid source are filled (:func:`monai_kd.io.derived.complete_derived`).
 
     Raises:
         ValueError: When the source has no patient geometry, the labels are not on the series grid, or hold a value
@@ -219,7 +221,7 @@ def build_dicom_seg(
         ordered = np.empty_like(frames)
         ordered[[f.frame for f in series.frames]] = frames
         frames = ordered
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -237,6 +239,7 @@ def build_dicom_seg(
         series_description=(series_description or f"SEG {algorithm_name}")[:64],
         omit_empty_frames=omit_empty_frames,
     )
+    return complete_derived(seg, sources)
 
 
 def write_dicom_seg(

@@ -27,6 +27,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from .atomic import atomic_paths
+from .derived import complete_derived
 from .dicom_seg import property_type
 from .dicom_series import DicomSeries
 
@@ -124,8 +125,9 @@ def build_classification_sr(
         procedure_reported=codes.SCT.ImagingProcedure,
         imaging_measurements=groups,
     )
-    return hd.sr.ComprehensiveSR(
-        evidence=series.reference_datasets(),
+    evidence = series.reference_datasets()
+    sr = hd.sr.ComprehensiveSR(
+        evidence=evidence,
         content=report,
         series_instance_uid=generate_uid(),
         series_number=series_number,
@@ -135,6 +137,7 @@ def build_classification_sr(
         is_complete=True,
         series_description=(series_description or f"Classification {algorithm_name}")[:64],
     )
+    return complete_derived(sr, evidence)
 
 
 def write_classification_sr(

@@ -45,6 +45,18 @@ def test_evaluate_reports_all_models_on_test_split(trained, data_dir):
     for entry in metrics.values():
         assert 0.0 <= entry["test_auc"] <= 1.0 and 0.0 <= entry["test_acc"] <= 1.0
     assert metrics["teacher"]["parameters"] >= 5 * metrics["student_kd"]["parameters"]
+    # the model card is written by the evaluation, from its own per-sample predictions
+    card = json.loads((trained / "eval" / "model_card.json").read_text())
+    assert set(card["models"]) == {"student_kd", "teacher", "student_alone"}
+    test = card["models"]["student_kd"]["test"]
+    assert test["samples"] == 156  # BreastMNIST test split
+    assert test["accuracy"]["value"] == pytest.approx(metrics["student_kd"]["test_acc"], abs=1e-6)
+    assert test["auc"]["value"] == pytest.approx(metrics["student_kd"]["test_auc"], abs=1e-4)
+    low, high = test["auc"]["ci95"]
+    assert low <= test["auc"]["value"] <= high
+    assert card["training_data"]["splits"]["train"]["images"] == 546
+    assert card["licence"] and card["input_contract"]["inputs"]["image"]["num_channels"] == 1
+    assert "student_kd" in (trained / "eval" / "model_card.md").read_text()
 
 
 def test_inference_on_png_files(trained, pneumonia_pngs):

@@ -267,3 +267,20 @@ def test_not_an_npz(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as exc_info:
         medmnist_datalist(other, "train")
     _assert_one_line(exc_info, str(other), "not a .npz")
+
+
+def test_labels_outside_the_class_range_are_named(tmp_path: Path) -> None:
+    images = np.zeros((3, 28, 28), dtype=np.uint8)
+    path = _write_npz(tmp_path / "three.npz", train_images=images, train_labels=np.array([0, 1, 2]))
+    assert len(medmnist_datalist(path, "train", num_classes=3)) == 3
+    with pytest.raises(ValueError, match=r"'train' label 2 is outside the bundle's 2 classes") as info:
+        medmnist_datalist(path, "train", num_classes=2)
+    assert str(path.resolve()) in str(info.value)
+
+
+def test_empty_split_is_named(tmp_path: Path) -> None:
+    path = _write_npz(
+        tmp_path / "empty.npz", val_images=np.zeros((0, 28, 28), dtype=np.uint8), val_labels=np.zeros(0, dtype=np.int64)
+    )
+    with pytest.raises(ValueError, match="'val' split is empty"):
+        medmnist_datalist(path, "val")

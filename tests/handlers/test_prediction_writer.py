@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import json
+
+import torch
+from ignite.engine import Engine
+
+from monai_kd.handlers import PredictionWriter
+
+
+def _engine(batches):
+    def step(engine, batch):
+        return [{"pred": p, "label": y} for p, y in zip(batch["pred"], batch["label"])]  # decollated, as MONAI does
+
+    return Engine(step), batches
+
+
+def test_writes_probabilities_labels_and_subjects_per_sample(tmp_path):
+    batches = [
+        {"pred": torch.tensor([[0.9, 0.1], [0.2, 0.8]]), "label": torch.tensor([[0], [1]]), "subject": ["p1", "p1"]},
+        {"pred": torch.tensor([[0.4, 0.6]]), "label": torch.tensor([[0.0, 1.0]]), "subject": ["p2"]},  # one-hot label
+    ]
+    engine, data = _engine(batches)
+    path = tmp_path / "predictions.json"
+    path.write_text(json.dumps({"teacher": {"probs": [], "labels": [], "subjects": []}}))
+    PredictionWriter(path, "student").attach(engine)
+    engine.run(data, max_epochs=1)
+    content = json.loads(path.read_text())
+    assert set(content) == {"teacher", "student"}  # other entries kept
+    assert content["student"] == {
+        "probs": [[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]],
+        "labels": [0, 1, 1],
+        "subjects": ["p1", "p1", "p2"],
+    }
+
+
+def test_batches_without_subjects_record_none(tmp_path):
+    engine, data = _engine([{"pred": torch.tensor([[0.3, 0.7]]), "label": torch.tensor([1])}])
+    PredictionWriter(tmp_path / "p.json", "m").attach(engine)
+    engine.run(data, max_epochs=1)
+    assert json.loads((tmp_path / "p.json").read_text())["m"]["subjects"] == [None]

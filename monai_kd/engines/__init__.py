@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from monai_kd.engines.chain import DistillationChain, chain_datalists, chain_partition, merge_datalists
 from monai_kd.engines.distillation_engine import DistillationEngine, StepContext, TrainingStep
 from monai_kd.engines.distillation_trainer import DistillationTrainer
 from monai_kd.engines.domain_adversarial_trainer import DomainAdversarialStep, DomainAdversarialTrainer
@@ -17,6 +18,7 @@ from monai_kd.engines.multi_student_trainer import (
 from monai_kd.engines.semi_supervised_trainer import SemiSupervisedDistillationTrainer, SemiSupervisedStep
 
 __all__ = [
+    "DistillationChain",
     "DistillationEngine",
     "DistillationTrainer",
     "DomainAdversarialStep",
@@ -30,8 +32,11 @@ __all__ = [
     "SemiSupervisedStep",
     "StepContext",
     "TrainingStep",
+    "chain_datalists",
+    "chain_partition",
     "connector_parameters",
     "kdml_teacher_mode",
     "kdml_terms",
+    "merge_datalists",
     "trainable_parameters",
 ]

@@ -1,0 +1,105 @@
+"""The WeCKD bundle in-process on real data with tiny overrides: ``monai-kd run``, the per-link partition, BraTS by patient."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from monai.bundle import ConfigParser, run
+
+from monai_kd import cli
+
+from conftest import REPO, load_script
+
+BUNDLE = REPO / "bundles" / "weckd"
+CONFIG = str(BUNDLE / "configs" / "train.json")
+TINY = {"max_epochs": 1, "min_iterations": 0, "batch_size": 64}
+
+
+def _parsed(*extra: str, **override) -> ConfigParser:
+    parser = ConfigParser()
+    parser.read_config([CONFIG, *[str(BUNDLE / "configs" / name) for name in extra]])
+    parser.update(override)
+    return parser
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_dir):
+    """``monai-kd run`` (train every stage, evaluate on test, export) on BreastMNIST, one short epoch per link."""
+    root = tmp_path_factory.mktemp("weckd")
+    cli.pipeline(str(BUNDLE), bundle_root=str(root), dataset_dir=str(data_dir / "breastmnist"), **TINY)
+    return root
+
+
+def test_run_writes_every_link_and_the_baseline(trained):
+    names = sorted(p.name for p in (trained / "models").iterdir())
+    assert names == ["link.json", "link_1.pt", "link_2.pt", "link_3.pt", "model.onnx", "model.pt", "model.ts",
+                     "student_alone.json", "student_alone_1.pt"]
+    records = json.loads((trained / "models" / "link.json").read_text())["links"]
+    # BreastMNIST train: 147 malignant + 399 benign/normal; 10% per class = 15 + 40 = 55 labelled images per link
+    assert [(r["link"], r["teacher"], r["train_items"]) for r in records] == [
+        (1, None, 55), (2, "link_1", 55), (3, "link_2", 55)]
+    assert all(0.0 <= r["val_auc"] <= 1.0 for r in records)
+    model, last = (torch.load(trained / "models" / n, weights_only=True) for n in ("model.pt", "link_3.pt"))
+    assert all(torch.equal(model[k], last[k]) for k in last)
+
+
+def test_evaluate_reports_every_link_on_test(trained):
+    metrics = json.loads((trained / "eval" / "metrics.json").read_text())
+    assert set(metrics) == {"link_1", "link_2", "link_3", "student_alone_1"}
+    assert all(0.0 <= m["test_auc"] <= 1.0 and m["parameters"] == 77450 for m in metrics.values())
+
+
+def test_second_run_reuses_the_chain(trained, data_dir):
+    files = [trained / "models" / name for name in ("link_1.pt", "link_2.pt", "link_3.pt", "link.json")]
+    before = [f.stat().st_mtime_ns for f in files]
+    cli.train(str(BUNDLE), stage="student", bundle_root=str(trained), dataset_dir=str(data_dir / "breastmnist"), **TINY)
+    assert [f.stat().st_mtime_ns for f in files] == before
+
+
+def test_inference_on_png_files(trained, pneumonia_pngs):
+    run("run", config_file=str(BUNDLE / "configs" / "inference.json"), meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        bundle_root=str(trained), dataset_dir=str(pneumonia_pngs))
+    with open(trained / "eval" / "predictions.csv") as f:
+        assert len(list(csv.reader(f))) == 8
+
+
+def test_links_get_disjoint_labels_and_the_baseline_the_last_links(data_dir):
+    parser = _parsed(dataset_dir=str(data_dir / "pneumoniamnist"))
+    links = parser.get_parsed_content("link_datalists")
+    indices = [{item["index"] for item in link} for link in links]
+    # PneumoniaMNIST train: 1214 normal + 3494 pneumonia; 10% per class = 121 + 349 = 470
+    assert [len(i) for i in indices] == [470, 470, 470]
+    assert not (indices[0] & indices[1] or indices[0] & indices[2] or indices[1] & indices[2])
+    baseline = parser.get_parsed_content("student_alone#trainer").datasets
+    assert len(baseline) == 1 and {item["index"] for item in baseline[0].data} == indices[2]
+
+
+def test_overlap_is_a_config_value(data_dir):
+    links = _parsed(dataset_dir=str(data_dir / "breastmnist"), overlap=0.2).get_parsed_content("link_datalists")
+    first, second = ({item["index"] for item in link} for link in links[:2])
+    assert len(first & second) == 3 + 8  # round(0.2 * 15) malignant + round(0.2 * 40) benign/normal
+
+
+def test_brats_links_are_split_by_patient(data_dir):
+    parser = _parsed("train_brats.json", dataset_dir=str(data_dir / "brats2015-sample"))
+    links = parser.get_parsed_content("link_datalists")
+    subjects = [{item["subject"] for item in link} for link in links]
+    assert len(subjects) == 2 and all(len(s) == 1 for s in subjects) and not subjects[0] & subjects[1]
+    held_out = {item["subject"] for split in ("val_datalist", "test_datalist") for item in parser.get_parsed_content(split)}
+    assert not held_out & (subjects[0] | subjects[1])
+
+
+def test_evidence_verdict_on_hand_made_records():
+    evidence = load_script("weckd_evidence")
+    runs = [{"dataset": "d", "fraction": 0.1, "method": "chain", "link": 3, "seed": s, "accuracy": 0.80, "auc": 0.90} for s in range(3)]
+    runs += [{"dataset": "d", "fraction": 0.1, "method": "single_backbone_same_data", "link": 3, "seed": s,
+              "accuracy": a, "auc": 0.85} for s, a in enumerate([0.70, 0.75, 0.82])]
+    ((method, acc, auc),) = evidence.verdicts(runs, "d", 0.1)
+    assert method == "single_backbone_same_data"
+    assert acc == pytest.approx([0.10, 0.05, -0.02]) and auc == pytest.approx([0.05] * 3)
+    assert evidence.verdict(acc, auc) == "chain wins"  # both means up, more accurate on 2 of 3 seeds
+    assert evidence.verdict([-a for a in acc], [-a for a in auc]) == "chain loses"
+    assert evidence.verdict(acc, [-a for a in auc]) == "mixed"

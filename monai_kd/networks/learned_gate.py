@@ -8,7 +8,7 @@ from torch import nn
 
 from monai_kd.networks.teacher_weighting import TeacherWeighting
 
-__all__ = ["LearnedGateWeighting"]
+__all__ = ["LearnedGateWeighting", "pooled_probs"]
 
 
 class LearnedGateWeighting(TeacherWeighting):
@@ -56,16 +56,16 @@ class LearnedGateWeighting(TeacherWeighting):
                 f"LearnedGateWeighting was built for {self.num_teachers} teachers x {self.num_classes} classes,"
                 f" got {k} x {c}."
             )
-        probs = _pooled_probs(teacher_logits.detach().flatten(0, 1)).view(k, b, c)
+        probs = pooled_probs(teacher_logits.detach().flatten(0, 1)).view(k, b, c)
         inputs = [probs.permute(1, 0, 2).reshape(b, k * c)]
         if self.use_student:
             if student_logits is None:
                 raise ValueError("LearnedGateWeighting(use_student=True) needs student_logits.")
-            inputs.append(_pooled_probs(student_logits.detach()))
+            inputs.append(pooled_probs(student_logits.detach()))
         return F.softmax(self.gate(torch.cat(inputs, dim=1)), dim=1)
 
 
-def _pooled_probs(logits: torch.Tensor) -> torch.Tensor:
+def pooled_probs(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over dim 1 of ``(N, C[, *spatial])`` logits, averaged over spatial positions: ``(N, C)``."""
     probs = F.softmax(logits.float(), dim=1)
     return probs.reshape(*probs.shape[:2], -1).mean(dim=2)

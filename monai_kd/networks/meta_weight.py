@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_kd.networks.learned_gate import _pooled_probs
+from monai_kd.networks.learned_gate import pooled_probs
 from monai_kd.networks.teacher_weighting import TeacherWeighting
 
 __all__ = ["MetaWeightNetwork", "pool_feature"]
@@ -119,8 +119,8 @@ class MetaWeightNetwork(TeacherWeighting):
             )
         if student_logits is None:
             raise ValueError("MetaWeightNetwork needs student_logits.")
-        probs = _pooled_probs(teacher_logits.detach().flatten(0, 1)).view(k, b, c).permute(1, 0, 2).reshape(b, k * c)
-        inputs = [probs, _pooled_probs(student_logits.detach())]
+        probs = pooled_probs(teacher_logits.detach().flatten(0, 1)).view(k, b, c).permute(1, 0, 2).reshape(b, k * c)
+        inputs = [probs, pooled_probs(student_logits.detach())]
         if self.use_features:
             if features is None or len(features) != k or student_features is None:
                 raise ValueError("MetaWeightNetwork(use_features=True) needs tapped teacher and student features.")

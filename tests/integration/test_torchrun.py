@@ -90,7 +90,7 @@ def test_kd_multi_gpu_config_under_torchrun(tmp_path, data_dir):
 
 def test_emtkd_multi_gpu_config_under_torchrun(tmp_path, data_dir):
     bundle = REPO / "bundles" / "emtkd"
-    names = ["train.json", "train_pneumonia.json"]  # the classification configuration, explicitly
+    names = ["train_classification.json", "train_pneumonia.json"]  # the classification configuration, explicitly
     configs = [str(bundle / "configs" / n) for n in names] + [str(bundle / "configs" / "multi_gpu_train.json")]
     meta = str(bundle / "configs" / "metadata.json")
     from monai.bundle import ConfigParser

@@ -317,8 +317,22 @@ class Evidence:
 
     # ------------------------------------------------------------------ protocol
 
+    #: methods a finished seed has recorded (a seed with all of them is skipped without retraining its teachers)
+    methods = (
+        "teacher_direct", "student_alone", "single_teacher_kd", "uniform_mtkd", "camkd",
+        "emtkd", "emtkd_no_da", "emtkd_no_weighting", "emtkd_no_ssl",
+    )
+
+    def seed_complete(self, benchmark: str, seed: int) -> bool:
+        """Whether every method of :attr:`methods` is recorded for ``benchmark`` and ``seed``."""
+        have = {r["method"] for r in self.results["runs"] if r["benchmark"] == benchmark and r["seed"] == seed}
+        return set(self.methods) <= have
+
     def run_seed(self, benchmark: str, seed: int) -> None:
         """Train and record every method of the protocol for one benchmark and seed."""
+        if self.seed_complete(benchmark, seed):
+            logger.info("skip %s seed %d (every method recorded)", benchmark, seed)
+            return
         base = {"benchmark": benchmark, "seed": seed}
         teacher_val, roots = {}, {}
         for adapted, name, override in ((True, "teachers_da", {}), (False, "teachers_src", {"dann_weight": 0.0})):
@@ -404,6 +418,7 @@ class RetinalEvidence(Evidence):
       (``split_seed`` k), so seeds vary the split as well as the initial weights.
     """
 
+    methods = Evidence.methods + ("student_all_target_labels",)
     selection_metric = "val_dice"
     tie_margin = 0.005
     tie_breaker = ("val_auc", 1)

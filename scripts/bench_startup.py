@@ -123,6 +123,20 @@ def stages(bundle: Path, folder: Path, ckpt: Path) -> dict:
     return json.loads([x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1][len("RESULT "):])
 
 
+def highdicom_tables(repeats: int) -> dict:
+    """Seconds highdicom takes, once per process, to parse its IOD/module tables (``_standard/*.json``, ~22 MB) at
+    the first SR or SEG it builds (``is_attribute_in_iod``): part of ``infer-dicom``'s *write* stage."""
+    code = ("import time, highdicom; from highdicom._standard_utils import get_module_attribute_map as m; "
+            "t = time.perf_counter(); m(); print(time.perf_counter() - t)")
+    runs = []
+    for _ in range(repeats):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=_env())
+        if proc.returncode != 0:
+            return {"error": proc.stderr.strip().splitlines()[-1:]}
+        runs.append(float(proc.stdout.strip().splitlines()[-1]))
+    return {"median_s": statistics.median(runs), "runs_s": runs}
+
+
 def bench(bundle: Path, repeats: int) -> dict:
     WORK.mkdir(parents=True, exist_ok=True)
     folder = make_studies(1, WORK)
@@ -145,6 +159,7 @@ def bench(bundle: Path, repeats: int) -> dict:
                                                         "monai_kd.engines", "monai_kd.handlers", "monai_kd.losses")
                                             if m in full)
     result["in_process_stages_s"] = stages(bundle, folder, ckpt)
+    result["highdicom_iod_tables"] = highdicom_tables(3)
     return result
 
 
@@ -170,6 +185,10 @@ def markdown(result: dict) -> str:
               "shares only): " + ", ".join(f"{r['package']} {r['self_s']:.2f}" for r in
                                            result["imports_beyond_torch_monai"][:8]) + ". In-process stages (s): "
               + ", ".join(f"{k} {v:.2f}" for k, v in result["in_process_stages_s"].items()) + "."]
+    tables = result.get("highdicom_iod_tables", {})
+    if "median_s" in tables:
+        lines[-1] += (f" Of *write*, {tables['median_s']:.2f} s (median of 3 processes) is highdicom parsing its IOD "
+                      "tables (`_standard/module_attribute_map.json`) at the first SR/SEG of a process.")
     return "\n".join(lines)
 
 

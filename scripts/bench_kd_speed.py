@@ -313,8 +313,10 @@ def run_torchdistill(python: str | None, variant: str, args: argparse.Namespace,
     result = json.loads(run.stdout.strip().splitlines()[-1])
     base = result["epoch_s"]["student_alone"]
     base_median = statistics.median(base[1:] or base)
+    plain = result["epoch_s"]["pytorch_kd"]
     extra = {"environment": {k: result[k] for k in ("python", "torch", "torchdistill")},
-             "same_env_student_alone_median_s": base_median, "same_env_epoch_s": result["epoch_s"]}
+             "same_env_student_alone_median_s": base_median, "same_env_epoch_s": result["epoch_s"],
+             "same_env_pytorch_kd_ratio": statistics.median(plain[1:] or plain) / base_median}
     extra["cache_files"] = result["cache_files"]
     extra["first_loss"] = result["first_loss"]
     plain, td = result["first_loss"]["pytorch_kd"], result["first_loss"][variant]
@@ -381,7 +383,8 @@ def markdown(result: dict) -> str:
             if "environment" in v:
                 env = v["environment"]
                 note = (f"torchdistill {env['torchdistill']}, torch {env['torch']} (own venv); ratio to student-alone "
-                        f"{v['same_env_student_alone_median_s']:.2f} s measured there")
+                        f"{v['same_env_student_alone_median_s']:.2f} s measured there (plain KD there: "
+                        f"{v['same_env_pytorch_kd_ratio']:.2f}x)")
                 note += (f"; `cache_output` set: {v['cache_files']} cache files written; first-batch loss "
                          f"{v['first_loss_rel_diff']:.0e} from plain KD's (relative)")
             lines.append(f"| {name} | {v['median_epoch_s']:.2f} | {v['ratio_to_student_alone']:.2f} | "

@@ -1,0 +1,86 @@
+# Copyright (c) MONAI KD contributors.
+# Licensed under the Apache License, Version 2.0.
+"""Every training stage of every bundle resumable after a crash, without a line in the bundles' configs.
+
+:func:`resumable_training` is what ``monai-kd train`` / ``monai-kd run`` run a bundle inside: every MONAI trainer
+that starts in the block gets, before its first epoch, :func:`attach_resume`:
+
+- a :class:`~monai_kd.handlers.NonFiniteGuard` (NaN / Inf stop the stage, naming epoch, iteration and culprit);
+- a :class:`~monai_kd.handlers.TrainingCheckpoint` at ``<save_dir>/resume/<final_filename>`` (the stage is named
+  after the final checkpoint its ``CheckpointSaver`` writes: ``teacher.pt`` -> stage ``teacher``);
+- the ``CheckpointSaver``'s files written atomically (:class:`~monai_kd.handlers.AtomicSaveHandler`), and no final
+  checkpoint written when the stage fails (MONAI saves one on any exception; a later stage would take a
+  half-trained or diverged network for a finished one).
+
+A trainer without a ``CheckpointSaver`` final file has no stable name and is left alone (``DistillationChain``
+attaches its own checkpoint per link). Outside the CLI, add the handlers to a trainer's ``train_handlers``
+yourself, or call :func:`attach_resume` before ``trainer.run()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from monai.engines import Trainer
+from monai.handlers import CheckpointSaver
+from monai.utils import optional_import
+
+from monai_kd.handlers.finite_guard import NonFiniteGuard
+from monai_kd.handlers.training_checkpoint import AtomicSaveHandler, TrainingCheckpoint, attached_handlers, final_files
+
+Events, _ = optional_import("ignite.engine", name="Events")
+
+__all__ = ["attach_resume", "resumable_training"]
+
+RESUME_DIR = "resume"
+
+
+def attach_resume(engine: Any, resume: bool = True) -> TrainingCheckpoint | None:
+    """Make ``engine``'s stage resumable and guarded; return its checkpoint handler (``None``: nothing to name it by).
+
+    Args:
+        engine: a MONAI trainer whose handlers are attached (call before ``run()``).
+        resume: continue from the stage's checkpoint when there is one (``False``: train from scratch).
+    """
+    existing = getattr(engine, "_monai_kd_training_checkpoint", None)
+    if existing is not None:
+        return existing
+    finals = final_files(engine)
+    if not finals:
+        return None
+    for handler in attached_handlers(engine):
+        if isinstance(handler, CheckpointSaver):
+            for attr in ("_final_checkpoint", "_key_metric_checkpoint", "_interval_checkpoint"):
+                checkpoint = getattr(handler, attr, None)
+                if checkpoint is not None:
+                    checkpoint.save_handler = AtomicSaveHandler(handler.save_dir, getattr(checkpoint.save_handler, "filename", None))
+            if engine.has_event_handler(handler.exception_raised, Events.EXCEPTION_RAISED):
+                engine.remove_event_handler(handler.exception_raised, Events.EXCEPTION_RAISED)
+    final = finals[0]
+    path = final.parent / RESUME_DIR / final.name
+    NonFiniteGuard(stage=final.stem, checkpoint=path).attach(engine)  # before the checkpoint: bad weights never saved
+    checkpoint = TrainingCheckpoint(path, stage=final.stem, resume=resume)
+    checkpoint.attach(engine)
+    return checkpoint
+
+
+@contextmanager
+def resumable_training(resume: bool = True) -> Iterator[None]:
+    """Within the block, every MONAI ``Trainer`` run gets :func:`attach_resume` first.
+
+    Args:
+        resume: continue each stage from its checkpoint, and skip finished stages (``False``: retrain them all).
+    """
+    original = Trainer.run
+
+    def run(self: Trainer, *args: Any, **kwargs: Any) -> Any:
+        attach_resume(self, resume=resume)
+        return original(self, *args, **kwargs)
+
+    Trainer.run = run  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Trainer.run = original  # type: ignore[method-assign]

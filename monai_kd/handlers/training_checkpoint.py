@@ -303,15 +303,16 @@ class TrainingCheckpoint:
         if not self.skipped and engine.state.epoch >= engine.state.max_epochs:
             self.write(engine, finished=True)
 
-    def _remove_stale_temporaries(self) -> None:
-        """Temporary files a killed save left beside the checkpoint (never under the real name)."""
-        if self.path.parent.is_dir():
-            for stale in self.path.parent.glob(f"{TEMP_PREFIX}*-{self.path.name}"):
-                stale.unlink(missing_ok=True)
+    def _remove_stale_temporaries(self, engine: Engine) -> None:
+        """Temporary files a killed save left beside the checkpoint and the final files (never under the real name)."""
+        for target in [self.path, *final_files(engine)]:
+            if target.parent.is_dir() and self._is_main():
+                for stale in target.parent.glob(f"{TEMP_PREFIX}*-{target.name}"):
+                    stale.unlink(missing_ok=True)
 
     def load(self, engine: Engine) -> None:
         """``STARTED``: restore the stage from the checkpoint, or start fresh (deleting an old one without resume)."""
-        self._remove_stale_temporaries()
+        self._remove_stale_temporaries(engine)
         if not self.path.is_file():
             return
         if not self.resume:

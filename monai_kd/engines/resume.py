@@ -19,6 +19,7 @@ yourself, or call :func:`attach_resume` before ``trainer.run()``.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from monai.handlers import CheckpointSaver
 from monai.utils import optional_import
 
 from monai_kd.handlers.finite_guard import NonFiniteGuard
+from monai_kd.handlers.pretrained_loader import PretrainedLoader
 from monai_kd.handlers.training_checkpoint import AtomicSaveHandler, TrainingCheckpoint, attached_handlers, final_files
 
 Events, _ = optional_import("ignite.engine", name="Events")
@@ -60,7 +62,11 @@ def attach_resume(engine: Any, resume: bool = True) -> TrainingCheckpoint | None
                 engine.remove_event_handler(handler.exception_raised, Events.EXCEPTION_RAISED)
     final = finals[0]
     path = final.parent / RESUME_DIR / final.name
-    NonFiniteGuard(stage=final.stem, checkpoint=path).attach(engine)  # before the checkpoint: bad weights never saved
+    teacher_files = [
+        f for h in attached_handlers(engine) if isinstance(h, PretrainedLoader)
+        for f in ([h.checkpoint] if isinstance(h.checkpoint, (str, os.PathLike)) else h.checkpoint)
+    ]
+    NonFiniteGuard(stage=final.stem, checkpoint=path, teacher_files=teacher_files).attach(engine)  # before the checkpoint: bad weights never saved
     checkpoint = TrainingCheckpoint(path, stage=final.stem, resume=resume)
     checkpoint.attach(engine)
     return checkpoint

@@ -9,7 +9,7 @@ from monai_kd.handlers.metrics_writer import MetricsJSONWriter
 from monai_kd.handlers.output_transforms import from_engine_stacked
 from monai_kd.handlers.prediction_writer import PredictionWriter
 from monai_kd.handlers.pretrained_loader import PretrainedLoader
-from monai_kd.handlers.training_checkpoint import AtomicSaveHandler, ResumeError, TrainingCheckpoint, load_checkpoint
+from monai_kd.handlers.training_checkpoint import AtomicSaveHandler, ResumeError, TrainingCheckpoint
 from monai_kd.handlers.weight_averaging import WeightAveraging
 
 __all__ = [
@@ -25,5 +25,4 @@ __all__ = [
     "TrainingCheckpoint",
     "WeightAveraging",
     "from_engine_stacked",
-    "load_checkpoint",
 ]

@@ -56,17 +56,29 @@ class NonFiniteGuard:
     trained weights at every epoch end (before a :class:`~monai_kd.handlers.TrainingCheckpoint` saves them; attach
     this guard first). The last good checkpoint is therefore never overwritten with non-finite weights.
 
+    Before the first iteration (``STARTED``, after the teachers' weights are loaded) the frozen teachers'
+    (``engine.teachers``) weights are checked, so a teacher checkpoint holding a NaN weight is named at once.
+
     Args:
         stage: the stage's name in messages (e.g. ``teacher``).
         checkpoint: the last good checkpoint, named in the message (optional).
+        teacher_files: the teachers' checkpoint files, one per teacher, named in the messages (optional).
     """
 
-    def __init__(self, stage: str = "training", checkpoint: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        stage: str = "training",
+        checkpoint: str | os.PathLike | None = None,
+        teacher_files: list[str | os.PathLike] | None = None,
+    ) -> None:
         self.stage = stage
         self.checkpoint = checkpoint
+        self.teacher_files = [os.fspath(f) for f in teacher_files or []]
 
     def attach(self, engine: Engine) -> None:
-        """Check outputs at ``FORWARD_COMPLETED``, the loss at ``LOSS_COMPLETED`` and the weights at epoch end."""
+        """Check teachers at ``STARTED``, outputs at ``FORWARD_COMPLETED``, the loss at ``LOSS_COMPLETED`` and the
+        weights at epoch end."""
+        engine.add_event_handler(Events.STARTED, self.check_teachers)
         engine.add_event_handler(IterationEvents.FORWARD_COMPLETED, self.check_outputs)
         engine.add_event_handler(IterationEvents.LOSS_COMPLETED, self.check_loss)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.check_weights)
@@ -84,6 +96,20 @@ class NonFiniteGuard:
             f" stopped{kept}."
         )
 
+    def _teacher(self, k: int) -> str:
+        return f"teacher {k}" + (f" ('{self.teacher_files[k]}')" if k < len(self.teacher_files) else "")
+
+    def check_teachers(self, engine: Engine) -> None:
+        """Every frozen teacher's weights, once they are loaded."""
+        for k, teacher in enumerate(getattr(engine, "teachers", None) or []):
+            bad = [n for n, p in teacher.state_dict().items() if p.is_floating_point() and not _finite(p)]
+            if bad:
+                self._fail(
+                    engine,
+                    f"{self._teacher(k)} has {len(bad)} NaN or infinite weight tensor(s) (first: {bad[0]}): the"
+                    " teacher's fault; retrain or restore that teacher",
+                )
+
     def check_outputs(self, engine: Engine) -> None:
         """The batch, every teacher's output, then the student's output."""
         output: Mapping = engine.state.output or {}
@@ -96,8 +122,8 @@ class NonFiniteGuard:
                 if not _finite(teachers[:, k]):
                     self._fail(
                         engine,
-                        f"teacher {k}'s output is NaN or infinite on finite inputs: the teacher's fault, not the"
-                        " student's (check the teacher's checkpoint and its weights)",
+                        f"{self._teacher(k)} output is NaN or infinite on finite inputs: the teacher's fault, not"
+                        " the student's (check the teacher's weights)",
                     )
         pred = output.get(Keys.PRED)
         if pred is not None and not _pred_finite(pred):

@@ -44,6 +44,7 @@ from torch import nn
 
 from monai_kd.handlers.weight_averaging import WeightAveraging
 from monai_kd.io.atomic import TEMP_PREFIX, atomic_paths
+from monai_kd.networks.pretrained import CheckpointError, load_checkpoint
 
 if TYPE_CHECKING:
     from ignite.engine import Engine, Events
@@ -53,44 +54,15 @@ else:
     Events, _ = optional_import("ignite.engine", name="Events")
     BaseSaveHandler, _ = optional_import("ignite.handlers.checkpoint", name="BaseSaveHandler", as_type="base")
 
-__all__ = ["AtomicSaveHandler", "ResumeError", "TrainingCheckpoint", "attached_handlers", "final_files", "load_checkpoint"]
+__all__ = ["AtomicSaveHandler", "ResumeError", "TrainingCheckpoint", "attached_handlers", "final_files"]
 
 logger = logging.getLogger("monai_kd.resume")
 
 FORMAT = "monai_kd.training_checkpoint/1"
 
 
-class ResumeError(ValueError):
+class ResumeError(CheckpointError):
     """A training checkpoint cannot be resumed (unreadable, or written by another configuration)."""
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with one clear line for an empty, truncated or unsafe file.
-
-    Args:
-        path: the checkpoint file.
-        map_location: passed to ``torch.load``.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ResumeError: the file is empty, truncated / not a torch file, or holds pickled objects other than tensors
-            and plain containers (which ``weights_only=True`` refuses to execute).
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint not found: '{path}'.")
-    if os.path.getsize(path) == 0:
-        raise ResumeError(f"checkpoint '{path}' is empty (0 bytes): delete it and train again.")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        text = str(e)
-        if "Weights only load failed" in text or "weights_only" in text:
-            raise ResumeError(
-                f"checkpoint '{path}' holds pickled Python objects, not only tensors: refused (weights_only=True);"
-                " load only checkpoints from a source you trust."
-            ) from None
-        raise ResumeError(f"checkpoint '{path}' is not a readable torch file (truncated or corrupt): {text.splitlines()[0] if text else type(e).__name__}") from None
 
 
 class AtomicSaveHandler(BaseSaveHandler):

@@ -213,6 +213,7 @@ def _(tmp):
 @case("bundle data", "dataset folder without an `.npz`", "the folder")
 def _(tmp):
     (tmp / "empty").mkdir()
+    (tmp / "empty" / "README.txt").write_text("the images are elsewhere\n")
     return Expect([*TRAIN, "--bundle_root", str(tmp / "root"), "--dataset_dir", str(tmp / "empty")],
                   [str(tmp / "empty")], inputs=[tmp / "empty"], outputs=[tmp / "root"])
 
@@ -262,13 +263,14 @@ def _(tmp):
                   [str(folder / "breastmnist.npz"), "val"], inputs=[folder], outputs=[tmp / "root"])
 
 
-@case("bundle data", "3D volumes where the bundle expects 2D images", "the `.npz` file and the dimensionality")
+@case("bundle data", "3D volumes where the bundle expects 2D images", "the stage, the key and the dimensionality")
 def _(tmp):
     folder = tmp / "adrenal"
     folder.mkdir()
     shutil.copyfile(DATA / "adrenalmnist3d" / "adrenalmnist3d.npz", folder / "adrenalmnist3d.npz")
     return Expect([*TRAIN, "--stage", "student_alone", "--bundle_root", str(tmp / "root"), "--dataset_dir", str(folder)],
-                  ["adrenalmnist3d.npz", "2D"], inputs=[folder], outputs=[tmp / "root" / "models"])
+                  ["stage 'student_alone'", "'image'", "3D images", "network is 2D"], inputs=[folder],
+                  outputs=[tmp / "root" / "models"])
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -347,8 +349,11 @@ def _(tmp):
 
 @case("datalist", "datalist naming a missing image", "the missing image")
 def _(tmp):
-    path = _datalist(tmp, {"training": [{"image": f"img{i}.nii.gz", "label": 0} for i in range(10)]})
-    return Expect(_with_datalist(tmp, path), ["img0.nii.gz"], inputs=[path], outputs=[tmp / "root"])
+    image = _nifti(tmp, "ct.nii.gz", lambda a: a)
+    items = [{"image": "ct.nii.gz", "label": i % 2, "subject": f"s{i}"} for i in range(9)]
+    items.append({"image": "lost.nii.gz", "label": 1, "subject": "s9"})
+    path = _datalist(tmp, {"training": items})
+    return Expect(_with_datalist(tmp, path), [str(path), "lost.nii.gz"], inputs=[path, image], outputs=[tmp / "root"])
 
 
 @case("datalist", "a subject in two splits", "the datalist file and the subject")
@@ -387,10 +392,16 @@ def _(tmp):
     return Expect(_infer(tmp, image), [str(image)], inputs=[image], outputs=[tmp / "out"])
 
 
-@case("NIfTI", "wrong channel count (3 channels for a 1-channel network)", "the NIfTI file and the channel count")
+@case("bundle data", "wrong channel count (RGB images for a grey-image network)", "the stage, the key and the channel counts")
 def _(tmp):
-    image = _nifti(tmp, "rgb.nii.gz", lambda a: np.stack([a[..., 10]] * 3, axis=-1)[:, :, None, :].repeat(1, 2))
-    return Expect(_infer(tmp, image), [str(image), "channel"], inputs=[image], outputs=[tmp / "out"])
+    def edit(a):
+        for split in ("train", "val", "test"):
+            a[f"{split}_images"] = np.stack([a[f"{split}_images"]] * 3, axis=-1)
+
+    folder = _edited_npz(tmp, edit)
+    return Expect([*TRAIN, "--stage", "student_alone", "--bundle_root", str(tmp / "root"), "--dataset_dir", str(folder)],
+                  ["stage 'student_alone'", "'image'", "3 channel(s)", "takes 1"], inputs=[folder],
+                  outputs=[tmp / "root" / "models"])
 
 
 # --------------------------------------------------------------------------- output locations
@@ -448,7 +459,7 @@ def _(tmp):
 @case("DICOM", "missing slice", "the series folder")
 def _(tmp):
     series = _series(tmp, lambda i, ds: None if i == 7 else ds)
-    return Expect(_infer(tmp, series), [str(series), "gap"], inputs=[series], outputs=[tmp / "out"])
+    return Expect(_infer(tmp, series), [str(series), "missing"], inputs=[series], outputs=[tmp / "out"])
 
 
 @case("DICOM", "unsupported transfer syntax", "the transfer syntax")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from monai_kd.handlers.batch_check import BatchShapeCheck, BatchShapeError
 from monai_kd.handlers.distillation_stats import DistillationStatsHandler
 from monai_kd.handlers.fidelity_cka import FidelityCKAHandler
 from monai_kd.handlers.finite_guard import NonFiniteError, NonFiniteGuard
@@ -14,6 +15,8 @@ from monai_kd.handlers.weight_averaging import WeightAveraging
 
 __all__ = [
     "AtomicSaveHandler",
+    "BatchShapeCheck",
+    "BatchShapeError",
     "DistillationStatsHandler",
     "FidelityCKAHandler",
     "MetricsJSONWriter",

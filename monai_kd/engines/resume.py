@@ -5,6 +5,7 @@
 :func:`resumable_training` is what ``monai-kd train`` / ``monai-kd run`` run a bundle inside: every MONAI trainer
 that starts in the block gets, before its first epoch, :func:`attach_resume`:
 
+- :func:`~monai_kd.handlers.finite_guard.nan_safe_best_metric` on every validator (a NaN key metric is no best);
 - a :class:`~monai_kd.handlers.BatchShapeCheck` (2D images for a 3D network, or other channels: one line);
 - a :class:`~monai_kd.handlers.NonFiniteGuard` (NaN / Inf stop the stage, naming epoch, iteration and culprit);
 - a :class:`~monai_kd.handlers.TrainingCheckpoint` at ``<save_dir>/resume/<final_filename>`` (the stage is named
@@ -30,7 +31,7 @@ from monai.handlers import CheckpointSaver
 from monai.utils import optional_import
 
 from monai_kd.handlers.batch_check import BatchShapeCheck
-from monai_kd.handlers.finite_guard import NonFiniteGuard
+from monai_kd.handlers.finite_guard import NonFiniteGuard, nan_safe_best_metric
 from monai_kd.handlers.pretrained_loader import PretrainedLoader
 from monai_kd.handlers.training_checkpoint import AtomicSaveHandler, TrainingCheckpoint, attached_handlers, final_files
 
@@ -68,6 +69,9 @@ def attach_resume(engine: Any, resume: bool = True) -> TrainingCheckpoint | None
         f for h in attached_handlers(engine) if isinstance(h, PretrainedLoader)
         for f in ([h.checkpoint] if isinstance(h.checkpoint, (str, os.PathLike)) else h.checkpoint)
     ]
+    for handler in attached_handlers(engine):  # a NaN val_auc (single-class split) is never a new best
+        if hasattr(getattr(handler, "validator", None), "metric_cmp_fn"):
+            nan_safe_best_metric(handler.validator)
     BatchShapeCheck(stage=final.stem).attach(engine)
     NonFiniteGuard(stage=final.stem, checkpoint=path, teacher_files=teacher_files).attach(engine)  # before the checkpoint: bad weights never saved
     checkpoint = TrainingCheckpoint(path, stage=final.stem, resume=resume)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ else:
     Engine, _ = optional_import("ignite.engine", name="Engine")
     Events, _ = optional_import("ignite.engine", name="Events")
 
-__all__ = ["NonFiniteError", "NonFiniteGuard"]
+__all__ = ["NonFiniteError", "NonFiniteGuard", "nan_safe_best_metric"]
 
 TEACHER_PRED = "teacher_pred"
 LOSS_TERM_PREFIX = "loss_"
@@ -153,3 +154,39 @@ def _pred_finite(pred: Any) -> bool:
     if isinstance(pred, (list, tuple)):
         return all(_pred_finite(v) for v in pred)
     return _finite(pred)
+
+
+class _NanSafeComparison:
+    """``metric_cmp_fn`` that never takes a NaN (or an infinite) key metric for a new best."""
+
+    def __init__(self, compare: Any, name: str) -> None:
+        self.compare = compare
+        self.name = name
+
+    def __call__(self, current: Any, best: Any) -> bool:
+        value = float(current) if isinstance(current, (int, float)) or getattr(current, "numel", lambda: 0)() == 1 else None
+        if value is not None and not math.isfinite(value):
+            logging.getLogger("monai_kd.guard").warning(
+                "%s: the key metric is %s (a validation split with a single class, or a diverged network): not taken"
+                " as a best", self.name, value,
+            )
+            return False
+        return bool(self.compare(current, best))
+
+
+def nan_safe_best_metric(evaluator: Any) -> None:
+    """Make ``evaluator`` never report a NaN key metric (e.g. ``val_auc`` of a single-class split) as a new best.
+
+    MONAI takes the first validation's key metric as the best whatever its value, and no later value beats a NaN
+    best (``x > nan`` is false). This starts the comparison from ``-inf`` instead (``best_metric_epoch`` 0 means
+    no best yet) and makes the evaluator's ``metric_cmp_fn`` refuse non-finite values.
+
+    Args:
+        evaluator: a MONAI ``Evaluator`` (e.g. the validator of a ``ValidationHandler``).
+    """
+    if isinstance(getattr(evaluator, "metric_cmp_fn", None), _NanSafeComparison):
+        return
+    evaluator.metric_cmp_fn = _NanSafeComparison(evaluator.metric_cmp_fn, type(evaluator).__name__)
+    state = evaluator.state
+    if getattr(state, "best_metric_epoch", -1) == -1:
+        state.best_metric, state.best_metric_epoch = -math.inf, 0

@@ -336,6 +336,7 @@ class DistillationChain:
         self.seed = seed
         self.trainer_kwargs = dict(trainer_kwargs or {})
         self.records: list[dict] = []
+        self._fingerprints: dict[int, str] = {}
 
     # ------------------------------------------------------------------ files
 
@@ -419,9 +420,7 @@ class DistillationChain:
         never resumes it); deleted once the link is saved."""
         return self.ckpt_dir / "resume" / f"{self.name}_{link}-{fingerprint}.pt"
 
-    def _train_link(
-        self, link: int, teacher: nn.Module | None, loader: DataLoader, epochs: int, fingerprint: str = ""
-    ) -> tuple[dict, dict]:
+    def _train_link(self, link: int, teacher: nn.Module | None, loader: DataLoader, epochs: int) -> tuple[dict, dict]:
         """Train one link (resuming its last completed epoch); return the averaged network's state and its record."""
         network, averaged = self.network(link), self.network(link)
         trained = network
@@ -444,7 +443,7 @@ class DistillationChain:
         )
         if self.progress and self._is_main():
             handlers.append(ProgressBar(persist=True, desc=f"{self.name} {link}/{len(self)}"))
-        resume_file = self.resume_file(link, fingerprint)
+        resume_file = self.resume_file(link, self._fingerprints.get(link, ""))
         handlers += [NonFiniteGuard(stage=tag, checkpoint=resume_file), TrainingCheckpoint(resume_file, stage=tag)]
         common = {
             "device": self.device,
@@ -509,7 +508,8 @@ class DistillationChain:
             else:
                 retrain = True  # every later link learns from a new teacher
                 logger.info("%s %d/%d: training on %d items for %d epochs", self.name, link, len(self), len(loader.dataset), epochs)
-                state, record = self._train_link(link, teacher, loader, epochs, fingerprint)
+                self._fingerprints[link] = fingerprint  # names the link's per-epoch checkpoint
+                state, record = self._train_link(link, teacher, loader, epochs)
                 record["fingerprint"] = fingerprint
                 self._write(link, state, record)
                 if self._is_main():

@@ -513,7 +513,12 @@ class DistillationChain:
                 record["fingerprint"] = fingerprint
                 self._write(link, state, record)
                 if self._is_main():
-                    self.resume_file(link, fingerprint).unlink(missing_ok=True)
+                    done_file = self.resume_file(link, fingerprint)
+                    done_file.unlink(missing_ok=True)
+                    try:
+                        done_file.parent.rmdir()  # only when empty: nothing left to resume
+                    except OSError:
+                        pass
             self.records.append(record)
             previous = fingerprint
             teacher = self.load_link(link) if link < len(self) else None

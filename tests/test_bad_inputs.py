@@ -544,6 +544,7 @@ def test_bad_input(sweep: Case, tmp_path, monkeypatch, capsys, data_dir):
         assert name in lines[0], f"the error line does not name {name!r}: {lines[0]}"
     assert _files(expect.outputs) == [], "a refused run must leave no output file"
     assert _checksums(expect.inputs) == before, "the input was modified"
+    print(f"\n[{sweep.area}: {sweep.kind}] {lines[0]}")  # shown with pytest -s / -rP
 
 
 def test_the_sweep_covers_every_kind_the_issue_lists():

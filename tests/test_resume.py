@@ -32,6 +32,12 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def _run(command: list[str], **env: str) -> subprocess.CompletedProcess:
+    """Run to the end; ``stdout`` holds stdout and stderr together (the logs go to either)."""
+    return subprocess.run(command, env={**_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=900)
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -44,9 +50,9 @@ def _trained_epochs(log: str) -> list[int]:
 def test_kill9_mid_epoch_then_rerun_gives_the_uninterrupted_weights(tmp_path, data_dir):
     # the uninterrupted reference
     ref = tmp_path / "ref"
-    done = subprocess.run(_command(ref, data_dir), env=_env(), capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert _trained_epochs(done.stderr) == [1, 2, 3]
+    done = _run(_command(ref, data_dir))
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert _trained_epochs(done.stdout) == [1, 2, 3]
 
     # the same command, killed with SIGKILL in the middle of epoch 3 (after epoch 2's checkpoint is on disk)
     root = tmp_path / "killed"
@@ -67,21 +73,21 @@ def test_kill9_mid_epoch_then_rerun_gives_the_uninterrupted_weights(tmp_path, da
     assert killed_at["epoch"] == 2 and not killed_at["finished"]
 
     # the same command again: continues after epoch 2, redoes only the interrupted epoch
-    again = subprocess.run(_command(root, data_dir), env=_env(), capture_output=True, text=True, timeout=900)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert f"{STAGE}: resuming after epoch 2 of 3" in again.stderr
-    assert _trained_epochs(again.stderr) == [3]  # no more than one epoch of work redone
+    again = _run(_command(root, data_dir))
+    assert again.returncode == 0, again.stdout[-2000:]
+    assert f"{STAGE}: resuming after epoch 2 of 3" in again.stdout
+    assert _trained_epochs(again.stdout) == [3]  # no more than one epoch of work redone
     ours, theirs = _weights(root / "models" / f"{STAGE}.pt"), _weights(ref / "models" / f"{STAGE}.pt")
     assert ours.keys() == theirs.keys()
     for key in theirs:  # CPU, deterministic: identical, not just close
         assert torch.equal(ours[key], theirs[key]), key
-    final_metric = re.findall(r"Epoch\[3\] Metrics -- val_acc: ([\d.]+) val_auc: ([\d.]+)", again.stderr)
-    assert final_metric == re.findall(r"Epoch\[3\] Metrics -- val_acc: ([\d.]+) val_auc: ([\d.]+)", done.stderr)
+    final_metric = re.findall(r"Epoch\[3\] Metrics -- val_acc: ([\d.]+) val_auc: ([\d.]+)", again.stdout)
+    assert final_metric == re.findall(r"Epoch\[3\] Metrics -- val_acc: ([\d.]+) val_auc: ([\d.]+)", done.stdout)
 
     # a finished stage is skipped (its final file untouched) unless --resume false
     before = hashlib.sha256((root / "models" / f"{STAGE}.pt").read_bytes()).hexdigest()
-    skipped = subprocess.run(_command(root, data_dir), env=_env(), capture_output=True, text=True, timeout=900)
-    assert skipped.returncode == 0 and f"{STAGE}: finished in" in skipped.stderr and _trained_epochs(skipped.stderr) == []
+    skipped = _run(_command(root, data_dir))
+    assert skipped.returncode == 0 and f"{STAGE}: finished in" in skipped.stdout and _trained_epochs(skipped.stdout) == []
     assert hashlib.sha256((root / "models" / f"{STAGE}.pt").read_bytes()).hexdigest() == before
 
 
@@ -121,10 +127,9 @@ def test_kill9_during_the_final_checkpoint_save_leaves_no_partial_file(tmp_path,
     state = torch.load(models / "resume" / f"{STAGE}.pt", weights_only=True)  # the last good checkpoint loads
     assert state["epoch"] == 2
 
-    rerun = subprocess.run([sys.executable, "-m", "monai_kd.cli", *command], env=_env(), capture_output=True,
-                           text=True, timeout=900)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert _trained_epochs(rerun.stderr) == []  # both epochs were done: only the final file is written
+    rerun = _run([sys.executable, "-m", "monai_kd.cli", *command])
+    assert rerun.returncode == 0, rerun.stdout[-2000:]
+    assert _trained_epochs(rerun.stdout) == []  # both epochs were done: only the final file is written
     assert not list(models.glob(".tmp-*"))  # the killed save's temporary file is cleaned up
     averaged = next(v for k, v in state["states"].items() if k.startswith("averaged."))
     final = _weights(models / f"{STAGE}.pt")

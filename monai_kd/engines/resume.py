@@ -9,7 +9,8 @@ that starts in the block gets, before its first epoch, :func:`attach_resume`:
 - a :class:`~monai_kd.handlers.BatchShapeCheck` (2D images for a 3D network, or other channels: one line);
 - a :class:`~monai_kd.handlers.NonFiniteGuard` (NaN / Inf stop the stage, naming epoch, iteration and culprit);
 - a :class:`~monai_kd.handlers.TrainingCheckpoint` at ``<save_dir>/resume/<final_filename>`` (the stage is named
-  after the final checkpoint its ``CheckpointSaver`` writes: ``teacher.pt`` -> stage ``teacher``);
+  after the final checkpoint its ``CheckpointSaver`` writes: ``teacher.pt`` -> stage ``teacher``, ``model.pt`` ->
+  ``student``);
 - the ``CheckpointSaver``'s files written atomically (:class:`~monai_kd.handlers.AtomicSaveHandler`), and no final
   checkpoint written when the stage fails (MONAI saves one on any exception; a later stage would take a
   half-trained or diverged network for a finished one).
@@ -40,6 +41,8 @@ Events, _ = optional_import("ignite.engine", name="Events")
 __all__ = ["attach_resume", "resumable_training"]
 
 RESUME_DIR = "resume"
+#: stage names of final files that do not say what they are (a bundle's ``model.pt`` is its distilled student)
+STAGE_NAMES = {"model": "student"}
 
 
 def attach_resume(engine: Any, resume: bool = True) -> TrainingCheckpoint | None:
@@ -72,9 +75,10 @@ def attach_resume(engine: Any, resume: bool = True) -> TrainingCheckpoint | None
     for handler in attached_handlers(engine):  # a NaN val_auc (single-class split) is never a new best
         if hasattr(getattr(handler, "validator", None), "metric_cmp_fn"):
             nan_safe_best_metric(handler.validator)
-    BatchShapeCheck(stage=final.stem).attach(engine)
-    NonFiniteGuard(stage=final.stem, checkpoint=path, teacher_files=teacher_files).attach(engine)  # before the checkpoint: bad weights never saved
-    checkpoint = TrainingCheckpoint(path, stage=final.stem, resume=resume)
+    stage = STAGE_NAMES.get(final.stem, final.stem)
+    BatchShapeCheck(stage=stage).attach(engine)
+    NonFiniteGuard(stage=stage, checkpoint=path, teacher_files=teacher_files).attach(engine)  # before the checkpoint
+    checkpoint = TrainingCheckpoint(path, stage=stage, resume=resume)
     checkpoint.attach(engine)
     return checkpoint
 

@@ -92,10 +92,12 @@ class NonFiniteGuard:
                 if os.path.isfile(self.checkpoint)
                 else "; no epoch of this stage had completed, so there is no checkpoint to keep"
             )
-        raise NonFiniteError(
-            f"stage '{self.stage}', epoch {engine.state.epoch}, iteration {engine.state.iteration}: {what}; training"
-            f" stopped{kept}."
+        when = (
+            f"epoch {engine.state.epoch}, iteration {engine.state.iteration}"
+            if engine.state.iteration
+            else f"before epoch {engine.state.epoch + 1}"
         )
+        raise NonFiniteError(f"stage '{self.stage}', {when}: {what}; training stopped{kept}.")
 
     def _teacher(self, k: int) -> str:
         return f"teacher {k}" + (f" ('{self.teacher_files[k]}')" if k < len(self.teacher_files) else "")

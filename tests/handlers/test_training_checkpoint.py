@@ -110,7 +110,7 @@ def test_a_nan_teacher_weight_is_reported_as_the_teachers_fault(breast, tmp_path
     with torch.no_grad():
         teacher.fc.weight[0, 0] = float("nan")
     trainer, _, _ = _trainer(breast, tmp_path, teacher=teacher)
-    with pytest.raises(NonFiniteError, match=r"stage 'student', epoch 0, iteration 0: teacher 0 has 1 NaN .*fc.weight"
+    with pytest.raises(NonFiniteError, match=r"stage 'student', before epoch 1: teacher 0 has 1 NaN .*fc.weight"
                                              r".*the teacher's fault.*no epoch of this stage had completed"):
         trainer.run()
     assert not (tmp_path / "resume" / "student.pt").exists()

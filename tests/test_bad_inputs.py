@@ -14,7 +14,6 @@ A case that raised anything but the CLI's clear exit fails: nothing here catches
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import resource

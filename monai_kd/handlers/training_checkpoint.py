@@ -33,7 +33,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 

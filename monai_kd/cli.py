@@ -5,6 +5,8 @@ Examples::
     monai-kd run bundles/kd                           # train all stages, evaluate on test, export the student
     monai-kd train bundles/kd                         # teacher, student alone, distilled student
     monai-kd train bundles/kd --stage student --max_epochs 5
+    monai-kd train bundles/kd                         # again after a crash: continues each stage, skips finished ones
+    monai-kd train bundles/kd --resume false          # retrain every stage from scratch
     monai-kd evaluate bundles/kd                      # test metrics of every trained model
     monai-kd export bundles/kd                        # models/model.ts (TorchScript) and models/model.onnx
     monai-kd results bundles/kd                       # summary of docs/results.json

@@ -365,8 +365,16 @@ def main() -> None:
         cause = root_cause(e)
         if not isinstance(cause, CLEAR_ERRORS):
             raise
+        _close_progress_bars()
         print(f"monai-kd: error: {type(cause).__name__}: {cause}", file=sys.stderr)
         sys.exit(2)
+
+
+def _close_progress_bars() -> None:
+    """End an interrupted progress bar's line, so the error starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 #: errors that describe bad input in their message (file or key named): printed as one line, exit code 2

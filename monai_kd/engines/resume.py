@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from monai.engines import Trainer
-from monai.handlers import CheckpointSaver
+from monai.handlers import CheckpointSaver, StatsHandler
 from monai.utils import optional_import
 
 from monai_kd.handlers.batch_check import BatchShapeCheck
@@ -66,6 +66,11 @@ def attach_resume(engine: Any, resume: bool = True) -> TrainingCheckpoint | None
                     checkpoint.save_handler = AtomicSaveHandler(handler.save_dir, getattr(checkpoint.save_handler, "filename", None))
             if engine.has_event_handler(handler.exception_raised, Events.EXCEPTION_RAISED):
                 engine.remove_event_handler(handler.exception_raised, Events.EXCEPTION_RAISED)
+        elif isinstance(handler, StatsHandler) and engine.has_event_handler(handler.exception_raised, Events.EXCEPTION_RAISED):
+            # it logs a traceback above the CLI's one-line answer to bad input; an unexpected error still shows one
+            engine.remove_event_handler(handler.exception_raised, Events.EXCEPTION_RAISED)
+    # ignite swallows an exception when the EXCEPTION_RAISED handlers it has do not raise (an emptied list too)
+    engine.add_event_handler(Events.EXCEPTION_RAISED, _reraise)
     final = finals[0]
     path = final.parent / RESUME_DIR / final.name
     teacher_files = [
@@ -81,6 +86,10 @@ def attach_resume(engine: Any, resume: bool = True) -> TrainingCheckpoint | None
     checkpoint = TrainingCheckpoint(path, stage=stage, resume=resume)
     checkpoint.attach(engine)
     return checkpoint
+
+
+def _reraise(engine: Any, error: BaseException) -> None:
+    raise error
 
 
 @contextmanager

@@ -29,15 +29,21 @@ class RecordStore:
         output: the ``results.json`` to read (if present) and write.
         key: identity of a run record (records with equal keys are the same run).
         defaults: sections a new file starts with (``runs`` is always there); a file on disk overrides them.
+        results: contents already read (e.g. by a caller that keeps its own dictionary): used as they are, in
+            place of reading ``output``.
     """
 
     def __init__(
-        self, output: str | os.PathLike, key: Callable[[dict], Hashable], defaults: dict[str, Any] | None = None
+        self,
+        output: str | os.PathLike,
+        key: Callable[[dict], Hashable],
+        defaults: dict[str, Any] | None = None,
+        results: dict[str, Any] | None = None,
     ) -> None:
         self.output = Path(output)
         self.key = key
-        self.results: dict[str, Any] = {"runs": [], **(defaults or {})}
-        if self.output.is_file():
+        self.results: dict[str, Any] = {"runs": [], **(defaults or {})} if results is None else results
+        if results is None and self.output.is_file():
             try:
                 self.results.update(json.loads(self.output.read_text()))
             except json.JSONDecodeError as e:

@@ -51,6 +51,9 @@ benchmark uses both cores of a 2-core CPU): about 9.5 min per seed on BraTS and 
 ``--quick`` (1 seed, 1 epoch per stage, 3 iterations per epoch) checks the whole pipeline in a few minutes; it writes
 into ``scripts/_work/emtkd_quick/`` (results, a copy of the README and the plot), never into the bundle.
 
+Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
+(``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
+
 Example::
 
     python scripts/emtkd_evidence.py --seeds 0 1 2 3 4 --benchmarks brats pneumonia
@@ -58,6 +61,7 @@ Example::
     python scripts/emtkd_evidence.py --seeds 0 1 2 3 4 --benchmarks pneumonia
     python scripts/emtkd_evidence.py --seeds 0 1 2 --benchmarks retinal
     python scripts/emtkd_evidence.py --quick
+    python scripts/emtkd_evidence.py --report-only  # re-render the tables from docs/results.json, no training
 """
 
 from __future__ import annotations

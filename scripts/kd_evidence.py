@@ -19,9 +19,13 @@ of how each mean moved. Resumable: each record is written as soon as its model i
 present, and stages whose checkpoint exists are not retrained. Latency is not measured here (a training machine
 is busy, so its timings would not be honest); latency belongs to a benchmark run on an idle machine.
 
+Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
+(``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
+
 Example::
 
     python scripts/kd_evidence.py --seeds 0 1 2 --datasets pneumoniamnist breastmnist
+    python scripts/kd_evidence.py --report-only     # re-render the tables from docs/results.json, no training
 """
 
 from __future__ import annotations

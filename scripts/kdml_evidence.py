@@ -43,6 +43,9 @@ retrained; results are written after every run, so the script can be stopped and
 ``--quick`` checks the whole pipeline in minutes (one seed, one short epoch per stage, a two-value grid) and
 writes into ``--work`` only (``results_<task>.json``, ``README_<task>.md``), never into the bundles.
 
+Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
+(``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
+
 Example::
 
     python scripts/kdml_evidence.py --tasks classification segmentation --seeds 0 1 2   # many hours, resumable
@@ -50,6 +53,7 @@ Example::
     python scripts/kdml_evidence.py --tasks classification --run-seeds 0 1 & python scripts/kdml_evidence.py --tasks classification --run-seeds 2
     python scripts/kdml_evidence.py --quick                                             # minutes
     python scripts/kdml_evidence.py --dry-run                                           # list what is left to run
+    python scripts/kdml_evidence.py --report-only                                       # re-render from results.json
 """
 
 from __future__ import annotations

@@ -31,9 +31,13 @@ Writes ``bundles/mmkd/docs/results.json``: ``runs`` (one record per student: ``d
 the Markdown tables between the ``results`` markers of ``bundles/mmkd/docs/README.md``.
 Resumable: records already in ``results.json`` and existing teacher checkpoints are skipped.
 
+Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
+(``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
+
 Example::
 
     nice -n 5 python scripts/mmkd_evidence.py --seeds 0 1 2
+    python scripts/mmkd_evidence.py --report-only   # re-render the tables and the plot from results.json
 """
 
 from __future__ import annotations

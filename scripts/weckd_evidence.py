@@ -25,9 +25,13 @@ model they are compared with, 3), ``selection`` (the grids), the chain plot ``bu
 tables between the ``<!-- results:begin -->``/``<!-- results:end -->`` markers of ``bundles/weckd/docs/README.md``.
 Resumable: finished links and models are reused from their checkpoints, recorded runs are not evaluated again.
 
+Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
+(``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
+
 Example::
 
     python scripts/weckd_evidence.py --datasets pneumoniamnist breastmnist --seeds 0 1 2
+    python scripts/weckd_evidence.py --report-only  # re-render the tables and the plot from results.json
 """
 
 from __future__ import annotations

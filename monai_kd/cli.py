@@ -9,7 +9,7 @@ Examples::
     monai-kd train bundles/kd --resume false          # retrain every stage from scratch
     monai-kd evaluate bundles/kd                      # test metrics of every trained model
     monai-kd export bundles/kd                        # models/model.ts (TorchScript) and models/model.onnx
-    monai-kd results bundles/kd                       # summary of docs/results.json
+    monai-kd results kd                               # evidence: mean ± std, paired differences, 95% CIs
     monai-kd verify bundles/kd                        # metadata against the shipped schema
     monai-kd infer-dicom --bundle bundles/kd --input DICOM_DIR --output OUT_DIR [--modality CT] [--nifti] [--all_series]
     monai-kd serve --work_dir /var/lib/monai-kd --bundle BUNDLE --port 11112 --destination ORTHANC@127.0.0.1:4242
@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import sys
-from collections import defaultdict
 from typing import Any
 
 from monai_kd.bundle_utils import BundleError, bundle_file, check_overrides, input_shape, verify_metadata
@@ -148,24 +146,16 @@ def export(
 
 
 def results(bundle: str, key: str = "model") -> None:
-    """Summarise ``docs/results.json``: mean ± std of accuracy and AUC per ``key`` (and benchmark/dataset).
+    """Print a bundle's evidence from ``docs/results.json``: mean ± std over seeds per method, and the paired
+    differences (method vs baseline, same seed) with 95% confidence intervals (Student t over seeds).
 
     Args:
-        bundle: bundle folder.
-        key: record field to group by, e.g. ``model`` or ``method``.
+        bundle: bundle folder (``bundles/kd``) or the name of a bundle of this repository (``kd``).
+        key: record field naming the method, for a bundle without its own comparison spec.
     """
-    with open(bundle_file(bundle, "docs/results.json")) as f:
-        runs = json.load(f)["runs"]
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in runs:
-        groups[(r.get("dataset", r.get("benchmark", "")), r.get(key, ""))].append(r)
-    for (dataset, name), rs in sorted(groups.items()):
-        row = {"n": len(rs)}
-        for metric in ("accuracy", "auc"):
-            vals = [float(r[metric]) for r in rs]
-            row[metric] = (statistics.mean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
-        print(f"{dataset:>16} {name:>16}  n={row['n']}  acc {row['accuracy'][0]:.4f} ± {row['accuracy'][1]:.4f}"
-              f"  auc {row['auc'][0]:.4f} ± {row['auc'][1]:.4f}")
+    from monai_kd.evidence.summary import summary  # pure Python: no torch / MONAI
+
+    print(summary(bundle, key))
 
 
 def pipeline(bundle: str, resume: bool = True, **override: Any) -> None:

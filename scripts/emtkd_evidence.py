@@ -51,6 +51,9 @@ benchmark uses both cores of a 2-core CPU): about 9.5 min per seed on BraTS and 
 ``--quick`` (1 seed, 1 epoch per stage, 3 iterations per epoch) checks the whole pipeline in a few minutes; it writes
 into ``scripts/_work/emtkd_quick/`` (results, a copy of the README and the plot), never into the bundle.
 
+Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
+(``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
+
 Example::
 
     python scripts/emtkd_evidence.py --seeds 0 1 2 3 4 --benchmarks brats pneumonia
@@ -58,11 +61,11 @@ Example::
     python scripts/emtkd_evidence.py --seeds 0 1 2 3 4 --benchmarks pneumonia
     python scripts/emtkd_evidence.py --seeds 0 1 2 --benchmarks retinal
     python scripts/emtkd_evidence.py --quick
+    python scripts/emtkd_evidence.py --report-only  # re-render the tables from docs/results.json, no training
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
@@ -74,15 +77,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.bundle import ConfigParser, run
-from monai.metrics import compute_roc_auc
+from monai.bundle import ConfigParser
 
 from monai_kd.data.domain_datalist import domain_datalist
 from monai_kd.data.retinal import write_retinal_datalist
+from monai_kd.evidence import (SPECS, RecordStore, check_seeds, ci_note, evidence_parser, mean_std, paired,
+                               protocol_text, run_bundle, run_stage, setup_logging)
+from monai_kd.evidence.evaluate import classification_scores, predict_logits
 from monai_kd.metrics.segmentation import evaluate_segmentation
 from monai_kd.networks import load_pretrained
 from monai_kd.reporting import changes_table, markers, write_section
-from monai_kd.results_file import save_merged_results
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "emtkd"
@@ -147,11 +151,21 @@ class Evidence:
         self.work = work
         self.output = output
         self.overrides = overrides
-        self.results: dict[str, Any] = {"runs": [], "selection": {}}
-        if output.is_file():
-            self.results = json.loads(output.read_text())
-            self.results.setdefault("selection", {})
-        self.done = {self._key(r) for r in self.results["runs"]}
+        self.store = RecordStore(output, self._key, defaults={"selection": {}})
+
+    @property
+    def results(self) -> dict[str, Any]:
+        """The contents of the results file (``runs``, ``selection``, ...)."""
+        return self.store.results
+
+    @results.setter
+    def results(self, value: dict[str, Any]) -> None:
+        self.store.results = value
+
+    @property
+    def done(self) -> set:
+        """Keys of the recorded runs."""
+        return self.store.done
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -171,43 +185,25 @@ class Evidence:
         Several processes may share one results file (e.g. one per benchmark, one per CPU core): the records and
         selections another process wrote since are merged in before writing (:func:`save_merged_results`).
         """
-        save_merged_results(self.output, self.results, self._key)
-        self.done = {self._key(r) for r in self.results["runs"]}
+        self.store.save()
 
     def record(self, rec: dict) -> None:
-        """Add one run record unless it is already there."""
-        if self._key(rec) in self.done:
-            return
-        self.results["runs"].append(rec)
-        self.done.add(self._key(rec))
-        logger.info("record %s", {k: v for k, v in rec.items() if not isinstance(v, list)})
-        self.save()
+        """Add one run record unless it is already there (saved at once)."""
+        self.store.record(rec)
 
     # ------------------------------------------------------------------ training
 
     def train(self, benchmark: str, seed: int, run_id: str, name: str, **override: Any) -> Path:
         """Run ``run_id`` of the bundle into ``work/benchmark/seed<k>/name`` unless it finished before."""
         root = self.work / benchmark / f"seed{seed}" / name
-        marker = root / "done.json"
-        if marker.is_file():
-            return root
-        if root.exists():  # an interrupted run: its checkpoints may be partial (CheckpointSaver saves on exceptions)
-            shutil.rmtree(root)
         spec = BENCHMARKS[benchmark]
-        start = time.perf_counter()
-        run(
-            run_id,
-            config_file=[str(CONFIGS / c) for c in spec["configs"]],
-            meta_file=META,
-            bundle_root=str(root),
-            dataset_dir=str(spec["dataset_dir"]),
-            seed=seed,
-            **self.overrides,
-            **override,
+        stage = functools.partial(
+            run_bundle, run_id, [CONFIGS / c for c in spec["configs"]], root, meta_file=META,
+            dataset_dir=str(spec["dataset_dir"]), seed=seed, **self.overrides, **override,
         )
-        seconds = time.perf_counter() - start
-        marker.write_text(json.dumps({"run_id": run_id, "override": override, "seconds": seconds}, default=str))
-        logger.info("%s seed %d %s (%s): %.0f s", benchmark, seed, name, run_id, seconds)
+        # a folder without done.json is an interrupted run (partial checkpoints): run_stage removes it first
+        run_stage(root, stage, name=f"{benchmark} seed {seed} {name} ({run_id})",
+                  info={"run_id": run_id, "override": override})
         return root
 
     def student(
@@ -257,19 +253,12 @@ class Evidence:
         return load_pretrained(parser.get_parsed_content(key, instantiate=True), ckpt).cpu().eval()
 
     @staticmethod
-    @torch.no_grad()
     def logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([net(x[i : i + 256]) for i in range(0, len(x), 256)]).float()
+        return predict_logits(net, x, 256)
 
     @staticmethod
     def scores(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        probs = logits.softmax(dim=1)
-        onehot = torch.nn.functional.one_hot(y, probs.shape[1])
-        return {
-            "accuracy": (probs.argmax(dim=1) == y).float().mean().item(),
-            "auc": float(compute_roc_auc(probs, onehot)),
-            "nll": torch.nn.functional.cross_entropy(logits, y).item(),
-        }
+        return classification_scores(logits, y)
 
     def evaluate(self, benchmark: str, seed: int, key: str, ckpt: Path) -> dict[str, Any]:
         """Test metrics plus validation AUC/accuracy/NLL and parameter count of one checkpoint."""
@@ -494,8 +483,7 @@ class RetinalEvidence(Evidence):
 
 
 def _mean_std(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+    return mean_std(values)
 
 
 def _mean_weight_lines(runs: list[dict]) -> list[str]:
@@ -552,20 +540,17 @@ def markdown(results: dict, plot_name: str | None, before: list[dict] | None = N
                 f"| {name} | {len(sub)} | {sub[0]['parameters']:,} | {_mean_std([r['accuracy'] for r in sub])} | "
                 f"{_mean_std([r['auc'] for r in sub])} | {_mean_std([r['val_auc'] for r in sub])} |"
             )
-        by = {(r["method"], r["seed"]): r for r in rs if r["method"] != "teacher_direct"}
         lines.append("")
         students = [(name, sub) for name, sub in _rows(rs) if not name.startswith("teacher_direct")]
         for metric in ("accuracy", "auc"):
             name, sub = max(students, key=lambda ns: statistics.mean(r[metric] for r in ns[1]))
             lines.append(f"- highest mean test {metric} among the students: {name} ({statistics.mean(r[metric] for r in sub):.3f})")
         for other in ("uniform_mtkd", "student_alone", "camkd", "emtkd_no_da", "emtkd_no_weighting", "emtkd_no_ssl"):
-            common = [s for s in seeds if ("emtkd", s) in by and (other, s) in by]
-            if common:
-                gains = [by[("emtkd", s)]["auc"] - by[(other, s)]["auc"] for s in common]
-                wins = sum(g > 0 for g in gains)
+            gain = paired(SPECS["emtkd"], runs, benchmark, "emtkd", other, "auc")
+            if gain.n:
                 lines.append(
-                    f"- test-AUC gain of emtkd over {other}: {_mean_std(gains)}"
-                    f" (emtkd higher on {wins}/{len(common)} seeds)"
+                    f"- test-AUC gain of emtkd over {other}: {_mean_std(list(gain.differences))}{ci_note(gain)}"
+                    f" (emtkd higher on {gain.wins}/{gain.n} seeds)"
                 )
         sel = results.get("selection", {}).get(benchmark)
         if sel:
@@ -618,15 +603,13 @@ def markdown_retinal(results: dict) -> str:
             f"{_mean_std([r['auc'] for r in sub])} | {_mean_std([r['val_dice'] for r in sub])} |"
         )
     lines.append("")
-    by = {(r["method"], r["seed"]): r for r in rs if r["method"] != "teacher_direct"}
     for other in ("uniform_mtkd", "student_alone", "camkd", "emtkd_no_da", "emtkd_no_weighting", "emtkd_no_ssl"):
-        common = [s for s in seeds if ("emtkd", s) in by and (other, s) in by]
         for metric in ("dice", "auc"):
-            if common:
-                gains = [by[("emtkd", s)][metric] - by[(other, s)][metric] for s in common]
+            gain = paired(SPECS["emtkd"], rs, "retinal", "emtkd", other, metric)
+            if gain.n:
                 lines.append(
-                    f"- test-{metric} gain of emtkd over {other}: {_mean_std(gains)}"
-                    f" (emtkd higher on {sum(g > 0 for g in gains)}/{len(common)} seeds)"
+                    f"- test-{metric} gain of emtkd over {other}: {_mean_std(list(gain.differences))}{ci_note(gain)}"
+                    f" (emtkd higher on {gain.wins}/{gain.n} seeds)"
                 )
     sel = results.get("selection", {}).get("retinal")
     if sel:
@@ -670,22 +653,16 @@ def plot_weights(results: dict, path: Path) -> bool:
 
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = evidence_parser(__doc__, quick="1 seed, 1 epoch per stage, 3 iterations per epoch; writes into the work folder")
     parser.add_argument("--benchmarks", nargs="+", default=["retinal", "pneumonia"], choices=list(BENCHMARKS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="1 seed, 1 epoch per stage, 3 iterations per epoch; writes into the work folder",
-    )
     parser.add_argument("--work", type=Path, default=None, help="run folders (default scripts/_work/emtkd[_quick])")
     parser.add_argument(
         "--output", type=Path, default=None, help="results JSON (default docs/results.json of the bundle)"
     )
     parser.add_argument("--readme", type=Path, default=None, help="README with result markers (default the bundle's)")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parser.parse_args(argv)
+    setup_logging()
     if args.quick:
         seeds, overrides = args.seeds[:1], dict(QUICK)
         work = args.work or REPO / "scripts" / "_work" / "emtkd_quick"
@@ -695,26 +672,26 @@ def main() -> None:
             readme.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(BUNDLE / "docs" / "README.md", readme)
     else:
-        if len(args.seeds) < 3:
-            parser.error(
-                "use at least 3 seeds (or --quick): single-seed AUC on these small target test splits swings by points"
-            )
+        if not args.report_only:
+            check_seeds(parser, args.seeds, "use at least 3 seeds (or --quick): single-seed AUC on these small target "
+                                            "test splits swings by points")
         seeds, overrides = args.seeds, {}
         work = args.work or REPO / "scripts" / "_work" / "emtkd"
         output = args.output or BUNDLE / "docs" / "results.json"
         readme = args.readme or BUNDLE / "docs" / "README.md"
     start = time.perf_counter()
     evidence = Evidence(work, output, overrides)
-    evidence.results["protocol"] = __doc__.split("Writes")[0].strip()
-    evidence.results["overrides"] = overrides
-    for benchmark in args.benchmarks:
-        runner = RetinalEvidence(work, output, overrides) if benchmark == "retinal" else evidence
-        runner.results["overrides"] = overrides
-        for seed in seeds:
-            runner.run_seed(benchmark, seed)
-        if runner is not evidence:
-            evidence.results = runner.results  # the other benchmarks' records are merged into the same file
-    evidence.save()
+    if not args.report_only:
+        evidence.results["protocol"] = protocol_text(__doc__)
+        evidence.results["overrides"] = overrides
+        for benchmark in args.benchmarks:
+            runner = RetinalEvidence(work, output, overrides) if benchmark == "retinal" else evidence
+            runner.results["overrides"] = overrides
+            for seed in seeds:
+                runner.run_seed(benchmark, seed)
+            if runner is not evidence:
+                evidence.results = runner.results  # the other benchmarks' records are merged into the same file
+        evidence.save()
     if set(args.benchmarks) & set(CLASSIFICATION):
         plot = readme.parent / "teacher_weights.png"
         before_file = output.with_name("results_before_correctness.json")

@@ -19,29 +19,25 @@ of how each mean moved. Resumable: each record is written as soon as its model i
 present, and stages whose checkpoint exists are not retrained. Latency is not measured here (a training machine
 is busy, so its timings would not be honest); latency belongs to a benchmark run on an idle machine.
 
+Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
+(``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
+
 Example::
 
     python scripts/kd_evidence.py --seeds 0 1 2 --datasets pneumoniamnist breastmnist
+    python scripts/kd_evidence.py --report-only     # re-render the tables from docs/results.json, no training
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import logging
-import statistics
-import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from monai.bundle import ConfigParser, run
-from monai.metrics import compute_roc_auc
-
-from monai_kd.data import medmnist_datalist
-from monai_kd.networks import load_pretrained
+from monai_kd.evidence import (SPECS, RecordStore, check_seeds, ci_note, evidence_parser, mean_std, paired,
+                               protocol_text, run_bundle, run_stage, setup_logging)
 from monai_kd.reporting import changes_table, markers, write_section
-from monai_kd.results_file import save_merged_results
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "kd"
@@ -56,46 +52,36 @@ logger = logging.getLogger("kd_evidence")
 
 
 def _train(stage: str, root: Path, dataset: str, seed: int, ckpt: Path, **override) -> None:
-    if ckpt.is_file():
-        logger.info("skip %s (%s exists)", stage, ckpt)
-        return
-    start = time.perf_counter()
-    run(stage, config_file=CONFIG, meta_file=META, bundle_root=str(root), dataset_dir=str(DATA / dataset),
-        seed=seed, **DATASET_OVERRIDES[dataset], **override)
-    logger.info("%s %s seed %d: %.0f s", dataset, stage, seed, time.perf_counter() - start)
+    """One stage of ``train.json`` into ``root``, skipped when its checkpoint ``ckpt`` exists."""
+    run_stage(root, functools.partial(run_bundle, stage, CONFIG, root, meta_file=META, dataset_dir=str(DATA / dataset),
+                                      seed=seed, **DATASET_OVERRIDES[dataset], **override),
+              done=ckpt, name=f"{dataset} {stage} seed {seed}")
 
 
-def _network(key: str) -> torch.nn.Module:
+def _network(key: str):
+    from monai.bundle import ConfigParser
+
     parser = ConfigParser()
     parser.read_config(CONFIG)
     return parser.get_parsed_content(key)
 
 
-@torch.no_grad()
-def _metrics(net: torch.nn.Module, dataset: str, split: str) -> dict[str, float]:
+def _metrics(net, dataset: str, split: str) -> dict[str, float]:
+    import numpy as np
+    import torch
+
+    from monai_kd.data import medmnist_datalist
+    from monai_kd.evidence.evaluate import classification_scores, predict_logits
+
     items = medmnist_datalist(DATA / dataset, split)
     x = torch.as_tensor(np.stack([i["image"] for i in items]))
     y = torch.as_tensor(np.array([i["label"] for i in items]))
-    net.eval()
-    logits = torch.cat([net(x[i : i + 512]) for i in range(0, len(x), 512)])
-    probs = logits.softmax(dim=1)
-    conf, pred = probs.max(dim=1)
-    bins = torch.linspace(0, 1, 11)
-    ece = 0.0
-    for lo, hi in zip(bins[:-1], bins[1:]):
-        sel = (conf > lo) & (conf <= hi)
-        if sel.any():
-            ece += sel.float().mean().item() * abs((pred[sel] == y[sel]).float().mean().item() - conf[sel].mean().item())
-    onehot = torch.nn.functional.one_hot(y, probs.shape[1])
-    return {
-        "accuracy": (pred == y).float().mean().item(),
-        "auc": float(compute_roc_auc(probs, onehot)),
-        "nll": torch.nn.functional.cross_entropy(logits, y).item(),
-        "ece": ece,
-    }
+    return classification_scores(predict_logits(net, x, 512), y, ece=True)
 
 
 def _evaluate(key: str, ckpt: Path, dataset: str) -> dict[str, float]:
+    from monai_kd.networks import load_pretrained
+
     net = load_pretrained(_network(key), ckpt)
     val = {f"val_{k}": v for k, v in _metrics(net, dataset, "val").items()}
     return {**_metrics(net, dataset, "test"), **val, "parameters": sum(p.numel() for p in net.parameters())}
@@ -105,13 +91,13 @@ def _key(record: dict) -> tuple:
     return record["dataset"], record["model"], record["seed"]
 
 
-def run_dataset(dataset: str, seeds: list[int], work: Path, grid: list[tuple[float, float]], results: dict, output: Path) -> None:
-    """Train and evaluate every model of ``dataset``, adding each record to ``results`` and ``output`` at once."""
-    done = {_key(r) for r in results["runs"]}
+def run_dataset(dataset: str, seeds: list[int], work: Path, grid: list[tuple[float, float]], store: RecordStore) -> None:
+    """Train and evaluate every model of ``dataset``, adding each record to ``store`` (saved at once)."""
+    results = store.results
     selection = results["selection"].setdefault(dataset, {"rule": "lowest validation NLL of the KD student, seed 0", "grid": []})
     for seed in seeds:
         models = ("teacher", "student_alone", "student_kd")
-        if all((dataset, m, seed) in done for m in models) and "chosen" in selection:
+        if all(store.recorded({"dataset": dataset, "model": m, "seed": seed}) for m in models) and "chosen" in selection:
             logger.info("skip %s seed %d (recorded)", dataset, seed)
             continue
         root = work / dataset / f"seed{seed}"
@@ -128,7 +114,7 @@ def run_dataset(dataset: str, seeds: list[int], work: Path, grid: list[tuple[flo
                 selection["grid"].append({"temperature": tau, "kd_weight": alpha, "val_nll": val_nll})
             best = min(selection["grid"], key=lambda g: g["val_nll"])
             selection["chosen"] = {"temperature": best["temperature"], "kd_weight": best["kd_weight"]}
-            save_merged_results(output, results, _key)
+            store.save()
         tau, alpha = selection["chosen"]["temperature"], selection["chosen"]["kd_weight"]
         kd_root = root / f"kd_tau{tau:g}_w{alpha:g}"
         _train("run_student", kd_root, dataset, seed, kd_root / "models" / "model.pt",
@@ -138,19 +124,17 @@ def run_dataset(dataset: str, seeds: list[int], work: Path, grid: list[tuple[flo
             ("student_alone", "network_def", ckpts / "student_alone.pt"),
             ("student_kd", "network_def", kd_root / "models" / "model.pt"),
         ):
-            if (dataset, model, seed) in done:
+            base = {"dataset": dataset, "model": model, "seed": seed}
+            if store.recorded(base):
                 continue
-            rec = {"dataset": dataset, "model": model, "seed": seed, **_evaluate(key, ckpt, dataset)}
+            rec = {**base, **_evaluate(key, ckpt, dataset)}
             if model == "student_kd":
                 rec.update(temperature=tau, kd_weight=alpha)
-            results["runs"].append(rec)
-            save_merged_results(output, results, _key)
-            logger.info("%s", rec)
+            store.record(rec)
 
 
 def _mean_std(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
+    return mean_std(values)
 
 
 def markdown(results: dict) -> str:
@@ -171,11 +155,10 @@ def markdown(results: dict) -> str:
             lines.append(f"| {model} | {m[0]['parameters']:,} | {_mean_std([r['accuracy'] for r in m])} | "
                          f"{_mean_std([r['auc'] for r in m])} | {_mean_std([r['nll'] for r in m])} | "
                          f"{_mean_std([r['val_auc'] for r in m])} | {_mean_std([r['val_nll'] for r in m])} |")
-        by_seed = {(r["model"], r["seed"]): r for r in rs}
-        gains = [by_seed[("student_kd", s)]["auc"] - by_seed[("student_alone", s)]["auc"] for s in seeds]
-        wins = sum(g > 0 for g in gains)
+        gain = paired(SPECS["kd"], runs, dataset, "student_kd", "student_alone", "auc")
+        gains, wins = list(gain.differences), gain.wins
         grid = ", ".join(f"tau {g['temperature']:g} / w {g['kd_weight']:g}: {g['val_nll']:.4f}" for g in sel["grid"])
-        lines += ["", f"Paired test-AUC gain of KD over the student alone: {_mean_std(gains)} (KD better on {wins}/{len(seeds)} seeds).",
+        lines += ["", f"Paired test-AUC gain of KD over the student alone: {_mean_std(gains)}{ci_note(gain)} (KD better on {wins}/{len(seeds)} seeds).",
                   f"Grid on seed 0 (validation NLL of the KD student): {grid}; chosen: tau {sel['chosen']['temperature']:g}, "
                   f"KD weight {sel['chosen']['kd_weight']:g}.", ""]
     before = results.get("before_correctness", [])
@@ -190,25 +173,24 @@ def markdown(results: dict) -> str:
 
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = evidence_parser(__doc__)
     parser.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "breastmnist"], choices=sorted(DATASET_OVERRIDES))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=REPO / "scripts" / "_work" / "kd", help="checkpoints and logs")
     parser.add_argument("--output", type=Path, default=BUNDLE / "docs" / "results.json")
     parser.add_argument("--readme", type=Path, default=BUNDLE / "docs" / "README.md")
-    args = parser.parse_args()
-    if len(args.seeds) < 3:
-        parser.error("use at least 3 seeds: single-seed accuracy on these sets swings by 0.02-0.08")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    results = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    results.setdefault("runs", [])
-    results.setdefault("selection", {})
-    results["protocol"] = __doc__.split("Writes")[0].strip()
-    results["seeds"] = args.seeds
-    for dataset in args.datasets:
-        run_dataset(dataset, args.seeds, args.work, GRID, results, args.output)
-    save_merged_results(args.output, results, _key)
+    args = parser.parse_args(argv)
+    if not args.report_only:
+        check_seeds(parser, args.seeds, "use at least 3 seeds: single-seed accuracy on these sets swings by 0.02-0.08")
+    setup_logging()
+    store = RecordStore(args.output, _key, defaults={"selection": {}})
+    results = store.results
+    if not args.report_only:
+        results["protocol"] = protocol_text(__doc__)
+        results["seeds"] = args.seeds
+        for dataset in args.datasets:
+            run_dataset(dataset, args.seeds, args.work, GRID, store)
+        store.save()
     before = args.output.with_name("results_before_correctness.json")
     if before.is_file():
         results["before_correctness"] = json.loads(before.read_text())["runs"]

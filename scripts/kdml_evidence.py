@@ -43,6 +43,9 @@ retrained; results are written after every run, so the script can be stopped and
 ``--quick`` checks the whole pipeline in minutes (one seed, one short epoch per stage, a two-value grid) and
 writes into ``--work`` only (``results_<task>.json``, ``README_<task>.md``), never into the bundles.
 
+Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
+(``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
+
 Example::
 
     python scripts/kdml_evidence.py --tasks classification segmentation --seeds 0 1 2   # many hours, resumable
@@ -50,11 +53,12 @@ Example::
     python scripts/kdml_evidence.py --tasks classification --run-seeds 0 1 & python scripts/kdml_evidence.py --tasks classification --run-seeds 2
     python scripts/kdml_evidence.py --quick                                             # minutes
     python scripts/kdml_evidence.py --dry-run                                           # list what is left to run
+    python scripts/kdml_evidence.py --report-only                                       # re-render from results.json
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import logging
 import statistics
@@ -65,11 +69,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from monai.bundle import run
 
+from monai_kd.evidence import (SPECS, RecordStore, check_seeds, ci, evidence_parser, mean_std, paired_difference,
+                               protocol_text, run_bundle, run_stage, setup_logging)
+from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.metrics import save_cka_heatmap
 from monai_kd.reporting import changes_table, markers, write_section
-from monai_kd.results_file import save_merged_results
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -141,20 +146,15 @@ def train_and_evaluate(
     common = {"meta_file": meta, "bundle_root": str(root), "dataset_dir": str(TASKS[task]["dataset_dir"]), "seed": seed,
               **overrides}
     done = root / "models" / ("teacher.pt" if stage == "run_teacher" else "model_s2.pt")
-    out: dict[str, Any] = {"train_seconds": None}
-    if done.is_file():
-        logger.info("%s: checkpoint %s exists, not retraining", root.name, done)
-    else:
-        start = time.perf_counter()
-        run(stage, config_file=train_cfg, **common)
-        out["train_seconds"] = round(time.perf_counter() - start, 1)
-        logger.info("%s %s seed %d trained in %.0f s", task, root.name, seed, out["train_seconds"])
+    common.pop("bundle_root")
+    trained = run_stage(root, functools.partial(run_bundle, stage, train_cfg, root, **common), done=done,
+                        name=f"{task} {root.name} seed {seed}")
+    out: dict[str, Any] = {"train_seconds": None if trained.seconds is None else round(trained.seconds, 1)}
     if evaluate:
         for split, name in (("val", "val_metrics.json"), ("test", "metrics.json")):
             # validation only feeds the selection: CKA of the shared feature layer alone (the full matrix is costly)
             cka = VAL_CKA if split == "val" else {}
-            run("run", config_file=eval_cfg, eval_split=split, **common, **cka)
-            out[split] = json.loads((root / "eval" / name).read_text())
+            out[split] = evaluate_bundle(eval_cfg, root, name, eval_split=split, **common, **cka)
             out[f"{split}_cka"] = _cka_files(root / "eval" / ("fidelity_cka" if split == "test" else f"{split}_fidelity_cka"))
     return out
 
@@ -206,19 +206,18 @@ class Evidence:
         self.output = output
         self.work = work / task
         self.quick = quick
-        self.results: dict[str, Any] = {"protocol": __doc__.split("Writes")[0].strip(), "runs": [], "selection": {},
-                                        "details": {}}
-        if output.is_file():
-            self.results.update(json.loads(output.read_text()))
+        self.store = RecordStore(output, _run_key, defaults={"protocol": protocol_text(__doc__), "selection": {},
+                                                             "details": {}})
+        self.results = self.store.results
 
     # bookkeeping ---------------------------------------------------------------
     def recorded(self, regime: str, variant: str | None, seed: int) -> bool:
         """Whether ``runs`` already holds this run."""
-        return any(r["regime"] == regime and r["variant"] == variant and r["seed"] == seed for r in self.results["runs"])
+        return self.store.recorded({"regime": regime, "variant": variant, "seed": seed})
 
     def save(self) -> None:
         """Write ``results.json``, merging in what other processes recorded since (one process per seed may share it)."""
-        save_merged_results(self.output, self.results, _run_key)
+        self.store.save()
 
     def _check_budget(self, root: Path) -> None:
         if self.deadline is not None and time.time() > self.deadline and not (root / "models").is_dir():
@@ -294,13 +293,13 @@ class Evidence:
 
     def run_seed(self, seed: int, first: bool) -> None:
         """Every run of one seed: teacher, student alone, (grid on the first seed,) the 12 combinations."""
+        if not first and "chosen" not in self.results["selection"]:  # checked before any training
+            raise RuntimeError(f"seed {seed}: the feature weights are chosen on the first seed's validation grid, "
+                               "which is not recorded yet; run the first seed first")
         self.teacher(seed)
         if not self.recorded("student_alone", None, seed):
             self.students("ml", "V1", seed, {"ml_weight": 0.0, "ml_feature_weight": 0.0}, "student_alone",
                           record_as=("student_alone", None))
-        if not first and "chosen" not in self.results["selection"]:
-            raise RuntimeError(f"seed {seed}: the feature weights are chosen on the first seed's validation grid, "
-                               "which is not recorded yet; run the first seed first")
         chosen = self.select(seed) if first else self.results["selection"]["chosen"]
         for regime in REGIMES:
             for variant in VARIANTS:
@@ -338,13 +337,8 @@ def _fidelity_teacher(regime: str) -> str:
 
 
 def _mean_std(values: Sequence[float | None], scale: float = 1.0) -> str:
-    vals = [scale * v for v in values if v is not None]
-    if not vals:
-        return "-"
-    digits = 2 if scale != 1.0 else 3
-    if len(vals) == 1:  # no spread to show: say it is one seed rather than print "± 0"
-        return f"{vals[0]:.{digits}f} (1 seed)"
-    return f"{statistics.mean(vals):.{digits}f} ± {statistics.stdev(vals):.{digits}f}"
+    # one seed: say so rather than print "± 0"
+    return mean_std(values, digits=2 if scale != 1.0 else 3, scale=scale, single="note", empty="-")
 
 
 def _runs(results: dict, regime: str, variant: str | None) -> list[dict]:
@@ -366,10 +360,15 @@ def paper_table(results: dict, metric: str, scale: float = 1.0) -> list[str]:
 
 def paired_gain(results: dict, metric: str, a: tuple[str, str], b: tuple[str, str], member: str = "ensemble") -> tuple[list[float], int]:
     """Per-seed differences ``a - b`` of ``metric`` of ``member`` (seeds present in both), and how many are > 0."""
-    ra = {r["seed"]: r for r in _runs(results, *a)}
-    rb = {r["seed"]: r for r in _runs(results, *b)}
-    gains = [ra[s]["metrics"][member][metric] - rb[s]["metrics"][member][metric] for s in sorted(set(ra) & set(rb))]
-    return gains, sum(g > 0 for g in gains)
+    diff = _paired(results, metric, a, b, member)
+    return list(diff.differences), diff.wins
+
+
+def _paired(results: dict, metric: str, a: tuple[str, str], b: tuple[str, str], member: str = "ensemble"):
+    """:func:`monai_kd.evidence.paired_difference` of ``member``'s ``metric`` between runs ``a`` and ``b``."""
+    ra = {r["seed"]: r["metrics"][member][metric] for r in _runs(results, *a)}
+    rb = {r["seed"]: r["metrics"][member][metric] for r in _runs(results, *b)}
+    return paired_difference(ra, rb)
 
 
 def mean_cka(results: dict, regime: str, variant: str, student: str) -> tuple[np.ndarray, list[str], list[str]] | None:
@@ -410,12 +409,15 @@ def markdown(task: str, results: dict, figures: Path, link_prefix: str = "", bef
                      f"{_mean_std([r['metrics'][member]['fidelity'] for r in rs], pct)} |")
     lines += ["", f"**Does V3 KD + ML beat the V1 baselines?** Paired by seed, {primary} of the ensemble and of each student "
               "(percentage points; the paper reports about +2 for the ensemble accuracy):", "",
-              "| V3 KD + ML minus | ensemble | S1 | S2 | seeds where V3 KD + ML is better (ensemble) |", "|---|---:|---:|---:|---:|"]
+              "| V3 KD + ML minus | ensemble | ensemble 95% CI | S1 | S2 | seeds where V3 KD + ML is better (ensemble) |",
+              "|---|---:|---:|---:|---:|---:|"]
     for other in (("kd_off", "V1"), ("kd_on", "V1"), ("ml", "V1"), ("kd_ml", "V1")):
         cells = []
         for member in ("ensemble", "s1", "s2"):
             gains, _ = paired_gain(results, primary, ("kd_ml", "V3"), other, member)
             cells.append(_mean_std(gains, pct))
+            if member == "ensemble":  # the same interval as `monai-kd results` (SPECS["kdml"]: ensemble, in %)
+                cells.append(ci(_paired(results, primary, ("kd_ml", "V3"), other), SPECS["kdml"].digits, pct))
         gains, wins = paired_gain(results, primary, ("kd_ml", "V3"), other)
         lines.append(f"| {REGIME_NAMES[other[0]]} V1 | " + " | ".join(cells) + f" | {wins}/{len(gains)} |")
     agreement = "top-1 agreement" if task == "classification" else "Dice of the argmax masks, mean over slices"
@@ -480,11 +482,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: command-line arguments (default ``sys.argv[1:]``).
     """
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = evidence_parser(__doc__, quick="one seed, one short epoch per stage; writes into --work only")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--work", type=Path, default=None, help="checkpoints and evaluation outputs of every run")
-    parser.add_argument("--quick", action="store_true", help="one seed, one short epoch per stage; writes into --work only")
     parser.add_argument("--dry-run", action="store_true", help="list the runs not recorded yet and exit")
     parser.add_argument("--budget-hours", type=float, default=None,
                         help="start no new training after this many hours (results so far are kept and rendered)")
@@ -494,11 +494,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     work = args.work or REPO / "scripts" / "_work" / ("kdml_quick" if args.quick else "kdml")
     seeds = args.seeds[:1] if args.quick else args.seeds
-    if not args.quick and len(seeds) < 3:
-        parser.error("use at least 3 seeds (or --quick): single runs of these small sets swing by several points")
+    if not args.quick and not args.report_only:
+        check_seeds(parser, seeds, "use at least 3 seeds (or --quick): single runs of these small sets swing by several points")
     if args.run_seeds is not None and not set(args.run_seeds) <= set(seeds):
         parser.error(f"--run-seeds {args.run_seeds} must be a subset of --seeds {seeds}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
     deadline = None if args.budget_hours is None else time.time() + 3600 * args.budget_hours
     for task in args.tasks:
         docs = TASKS[task]["bundle"] / "docs"
@@ -510,14 +510,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             continue
         start = time.perf_counter()
         stopped = False
+        if args.report_only and not output.is_file():
+            logger.info("%s: no records in %s, nothing to render", task, output)
+            continue
         try:
-            for seed in seeds:
+            for seed in [] if args.report_only else seeds:
                 if args.run_seeds is None or seed in args.run_seeds:
                     evidence.run_seed(seed, first=seed == seeds[0])
         except BudgetExhausted as e:
             logger.info("%s: %s; rerun the same command to continue", task, e)
             stopped = True
-        evidence.save()  # merge what processes sharing the file recorded meanwhile, so the tables show all of it
+        if not args.report_only:
+            evidence.save()  # merge what processes sharing the file recorded meanwhile, so the tables show all of it
         readme = work / f"README_{task}.md" if args.quick else docs / "README.md"
         figures = work / f"figures_{task}" if args.quick else docs
         if args.quick:

@@ -31,14 +31,18 @@ Writes ``bundles/mmkd/docs/results.json``: ``runs`` (one record per student: ``d
 the Markdown tables between the ``results`` markers of ``bundles/mmkd/docs/README.md``.
 Resumable: records already in ``results.json`` and existing teacher checkpoints are skipped.
 
+Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
+(``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
+
 Example::
 
     nice -n 5 python scripts/mmkd_evidence.py --seeds 0 1 2
+    python scripts/mmkd_evidence.py --report-only   # re-render the tables and the plot from results.json
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import logging
 import statistics
@@ -48,12 +52,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
-from monai.metrics import compute_roc_auc
 
 from monai_kd.data import medmnist_datalist
+from monai_kd.evidence import SPECS, RecordStore, ci, evidence_parser, paired, protocol_text, run_stage, setup_logging
+from monai_kd.evidence.evaluate import classification_scores, predict_logits
 from monai_kd.networks import load_pretrained
 from monai_kd.reporting import write_section
-from monai_kd.results_file import save_merged_results
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "mmkd"
@@ -111,21 +115,14 @@ def _run(parser: ConfigParser, stage: str) -> tuple[float, int]:
     return seconds, int(parser.get_parsed_content(trainer).state.iteration)
 
 
-@torch.no_grad()
 def _logits(net: torch.nn.Module, items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.as_tensor(np.stack([i["image"] for i in items]))
     y = torch.as_tensor(np.array([i["label"] for i in items]))
-    net.eval()
-    return torch.cat([net(x[i : i + 256]) for i in range(0, len(x), 256)]), y
+    return predict_logits(net, x, 256), y
 
 
 def _scores(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    probs = logits.softmax(dim=1)
-    return {
-        "accuracy": float((probs.argmax(1) == y).float().mean()),
-        "auc": float(compute_roc_auc(probs, torch.nn.functional.one_hot(y, probs.shape[1]))),
-        "nll": float(torch.nn.functional.cross_entropy(logits, y)),
-    }
+    return classification_scores(logits, y)
 
 
 def _evaluate(net: torch.nn.Module, dataset: str) -> dict[str, float]:
@@ -142,10 +139,11 @@ def train_teachers(dataset: str, work: Path, results: dict, epoch_grid: list[int
         root = work / dataset / f"teachers_e{epochs}"
         ckpt = root / "models" / "teachers.pt"
         parser = _parser(dataset, root, teacher_epochs=epochs)
-        if not ckpt.is_file():
-            seconds, iterations = _run(parser, "run_teachers")
+        trained = run_stage(root, functools.partial(_run, parser, "run_teachers"), done=ckpt, clean=False,
+                            name=f"{dataset} teachers, {epochs} epochs")
+        if trained.ran:
+            seconds, iterations = trained.value
             results.setdefault("timing", {})[f"{dataset}/teachers_e{epochs}"] = {"seconds": seconds, "iterations": iterations}
-            logger.info("%s teachers, %d epochs: %.0f s", dataset, epochs, seconds)
         teachers = load_pretrained(parser.get_parsed_content("teachers"), ckpt)
         candidates[epochs] = (ckpt, {
             name: {**_evaluate(teachers[name], dataset), "parameters": sum(p.numel() for p in teachers[name].parameters())}
@@ -205,13 +203,26 @@ def _learned_weights(parser: ConfigParser, dataset: str) -> dict:
 
 
 def _save(results: dict) -> None:
-    save_merged_results(RESULTS, results, _key)
+    """Write ``results`` to the results file, merged with what other processes recorded since."""
+    RecordStore(RESULTS, _key, results=results).save()
 
 
 def _mean_sd(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.3f} (1 seed)"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _gain_cell(runs: list[dict], dataset: str, student: str, method: str) -> str:
+    """Paired (by seed) test-AUC gain of ``method`` over the student alone, with its 95% CI (``SPECS["mmkd"]``)."""
+    if method == "student_alone":
+        return "–"
+    gain = paired(SPECS["mmkd"], runs, f"{dataset} / {student} student", method, "student_alone", "auc")
+    if gain.n == 0:
+        return "–"
+    if gain.n == 1:
+        return f"{gain.differences[0]:+.3f} (1 seed)"
+    return f"{gain.interval.mean:+.3f} {ci(gain)}"
 
 
 def teacher_check(results: dict) -> dict:
@@ -262,7 +273,8 @@ def render(results: dict) -> str:
         lines += [f"### {dataset} (test split, mean ± sd over seeds)", "",
                   f"MedMNIST v2 ResNet-18 (28): AUC {auc18:.3f}, ACC {acc18:.3f}, {RESNET18_PARAMETERS:,} parameters. "
                   f"Target: a student of <= 1/20 of ResNet-18 with AUC >= {t_auc}, ACC >= {t_acc}.", "",
-                  "| student | method | seeds | test AUC | test ACC | val NLL | meets target |", "|---|---|---|---|---|---|---|"]
+                  "| student | method | seeds | test AUC | AUC gain over student_alone, 95% CI | test ACC | val NLL | meets target |",
+                  "|---|---|---|---|---|---|---|---|"]
         for student in STUDENTS:
             for method in METHODS:
                 sel = [r for r in runs if r["student"] == student and r["method"] == method]
@@ -271,7 +283,8 @@ def render(results: dict) -> str:
                 auc, acc = statistics.mean(r["auc"] for r in sel), statistics.mean(r["accuracy"] for r in sel)
                 meets = "yes" if auc >= t_auc and acc >= t_acc and sel[0]["parameters"] * 20 <= RESNET18_PARAMETERS else "no"
                 lines.append(f"| {student} ({sel[0]['parameters']:,}) | {method} | {len(sel)} | "
-                             f"{_mean_sd([r['auc'] for r in sel])} | {_mean_sd([r['accuracy'] for r in sel])} | "
+                             f"{_mean_sd([r['auc'] for r in sel])} | {_gain_cell(runs, dataset, student, method)} | "
+                             f"{_mean_sd([r['accuracy'] for r in sel])} | "
                              f"{_mean_sd([r['val_nll'] for r in sel])} | {meets} |")
         teachers = results.get("teachers", {}).get(dataset, {})
         chosen = results.get("selection", {}).get(f"{dataset}/teacher_epochs")
@@ -365,14 +378,12 @@ def report(results: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = evidence_parser(__doc__, report_only="re-render tables and plot from results.json")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=STUDENTS)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--work", type=Path, default=Path("/tmp/mmkd_evidence"), help="checkpoints (never in git)")
     ap.add_argument("--breast-student-epochs", type=int, default=20)
-    ap.add_argument("--report-only", action="store_true", help="re-render tables and plot from results.json")
     ap.add_argument("--teachers-only", action="store_true", help="train and select the teachers, no students")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="bundle overrides for every run")
     ap.add_argument("--out", type=Path, default=None, help="write results.json, README section and plot here instead")
@@ -384,10 +395,10 @@ def main(argv: list[str] | None = None) -> None:
         RESULTS, README, PLOT = args.out / "results.json", args.out / "README.md", args.out / "mmkd_weights.png"
         if not README.is_file():
             README.write_text("<!-- results:begin -->\n<!-- results:end -->\n")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
     torch.set_num_threads(1)
-    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {"runs": []}
-    results.setdefault("protocol", {})["description"] = __doc__.split("Writes ")[0].strip()
+    results = RecordStore(RESULTS, _key).results
+    results.setdefault("protocol", {})["description"] = protocol_text(__doc__, "Writes ")
     if not args.report_only:
         done = {_key(r) for r in results["runs"]}
         for seed in args.seeds:  # seed-major: a partial run has complete comparisons for its first seeds

@@ -25,30 +25,35 @@ model they are compared with, 3), ``selection`` (the grids), the chain plot ``bu
 tables between the ``<!-- results:begin -->``/``<!-- results:end -->`` markers of ``bundles/weckd/docs/README.md``.
 Resumable: finished links and models are reused from their checkpoints, recorded runs are not evaluated again.
 
+Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
+(``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
+
 Example::
 
     python scripts/weckd_evidence.py --datasets pneumoniamnist breastmnist --seeds 0 1 2
+    python scripts/weckd_evidence.py --report-only  # re-render the tables and the plot from results.json
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
+import logging
 import shutil
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from monai.bundle import ConfigParser, run
+from monai.bundle import ConfigParser
 from monai.data import DataLoader, Dataset
-from monai.metrics import compute_roc_auc
 
 from monai_kd.data import medmnist_datalist
+from monai_kd.evidence import (RecordStore, check_seeds, ci, evidence_parser, mean_std, protocol_text, run_bundle,
+                               run_stage, setup_logging, signed_mean_std, t_interval)
+from monai_kd.evidence.evaluate import classification_scores
 from monai_kd.networks import load_pretrained
 from monai_kd.reporting import write_section
-from monai_kd.results_file import save_merged_results
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "weckd"
@@ -80,13 +85,7 @@ def _key(record: dict) -> tuple:
     return record["dataset"], record["fraction"], record["method"], record["seed"], record["link"]
 
 
-def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 10) -> float:
-    """Top-label ECE with ``bins`` equal-width confidence bins: sum over bins of |accuracy - confidence| x bin share."""
-    conf, pred = probs.max(dim=1)
-    which = torch.bucketize(conf, torch.linspace(0, 1, bins + 1)[1:-1], right=False)  # bins (lo, hi]
-    correct = (pred == labels).float()
-    gap = torch.zeros(bins).index_add_(0, which, correct - conf)
-    return float(gap.abs().sum() / len(labels))
+logger = logging.getLogger("weckd_evidence")
 
 
 @torch.no_grad()
@@ -95,14 +94,7 @@ def metrics(net: torch.nn.Module, items: list[dict]) -> dict[str, float]:
     net.eval()
     loader = DataLoader(Dataset(items), batch_size=512, shuffle=False)
     batches = [(net(torch.as_tensor(b["image"])), torch.as_tensor(b["label"])) for b in loader]
-    logits, labels = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-    probs = logits.softmax(dim=1)
-    return {
-        "accuracy": (probs.argmax(dim=1) == labels).float().mean().item(),
-        "auc": float(compute_roc_auc(probs, torch.nn.functional.one_hot(labels, probs.shape[1]))),
-        "nll": torch.nn.functional.cross_entropy(logits, labels).item(),
-        "ece": expected_calibration_error(probs, labels),
-    }
+    return classification_scores(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]), ece=True)
 
 
 class Evidence:
@@ -120,9 +112,8 @@ class Evidence:
                  datasets: list[str] | None = None) -> None:
         self.output, self.work, self.overrides = output, work, dict(overrides or {})
         self.datasets = set(datasets or DATASETS)
-        self.results: dict[str, Any] = {"protocol": __doc__.split("Writes")[0].strip(), "runs": [], "selection": {}}
-        if output.is_file():
-            self.results.update(json.loads(output.read_text()))
+        self.store = RecordStore(output, _key, defaults={"protocol": protocol_text(__doc__), "selection": {}})
+        self.results = self.store.results
         self._prune()
         self._network = None
         self._splits: dict[tuple[str, str], list[dict]] = {}
@@ -134,11 +125,11 @@ class Evidence:
 
     def save(self) -> None:
         """Merge with what other processes wrote (under a lock) and write; then forget the other datasets' choices."""
-        save_merged_results(self.output, self.results, _key)
+        self.store.save()
         self._prune()
 
     def recorded(self, dataset: str, fraction: float, method: str, seed: int, link: int) -> bool:
-        return (dataset, fraction, method, seed, link) in {_key(r) for r in self.results["runs"]}
+        return (dataset, fraction, method, seed, link) in self.store.done
 
     def _split(self, dataset: str, split: str) -> list[dict]:
         if (dataset, split) not in self._splits:
@@ -156,20 +147,21 @@ class Evidence:
         return {**metrics(net, self._split(dataset, "test")), **val}
 
     def train(self, stage: str, root: Path, dataset: str, fraction: float, seed: int, **override: Any) -> None:
-        """One bundle stage; finished links inside are reused by the chain runner itself."""
-        start = time.perf_counter()
-        run(stage, config_file=CONFIG, meta_file=META, bundle_root=str(root), seed=seed, link_fraction=fraction,
-            chain_length=CHAIN_LENGTH, **DATASETS[dataset], **self.overrides, **override)
-        print(f"{dataset} {stage} fraction {fraction:g} seed {seed} in {root.name}: {time.perf_counter() - start:.0f} s", flush=True)
+        """One bundle stage, skipped once its run folder holds ``done.json``; a folder without it is resumed, not
+        removed: finished links inside (and a link 1 shared between grid points) are reused by the chain runner."""
+        run_stage(root, functools.partial(run_bundle, stage, CONFIG, root, meta_file=META, seed=seed,
+                                          link_fraction=fraction, chain_length=CHAIN_LENGTH, **DATASETS[dataset],
+                                          **self.overrides, **override),
+                  clean=False, name=f"{dataset} {stage} fraction {fraction:g} seed {seed} in {root.name}",
+                  info={"stage": stage, "override": override})
 
     def record(self, dataset: str, fraction: float, method: str, seed: int, link: int, ckpt: Path, **extra: Any) -> None:
         if self.recorded(dataset, fraction, method, seed, link):
             return
         rec = {"dataset": dataset, "fraction": fraction, "link": link, "method": method, "seed": seed,
                **self.evaluate(dataset, ckpt), **extra}
-        self.results["runs"].append(rec)
-        self.save()
-        print("recorded", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}, flush=True)
+        self.store.record(rec)
+        self._prune()
 
     def chain(self, root: Path, dataset: str, fraction: float, seed: int, tau: float, alpha: float) -> Path:
         """Train (or reuse) the chain with KD terms (tau, alpha); return its checkpoint folder."""
@@ -227,13 +219,16 @@ class Evidence:
 
 
 def _mean_std(values: list[float], digits: int = 3) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.{digits}f} (1 seed)" if values else "–"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    return mean_std(values, digits, single="note", empty="–")
 
 
 def _gain(values: list[float]) -> str:
-    return f"{statistics.mean(values):+.3f}" + (f" ± {statistics.stdev(values):.3f}" if len(values) > 1 else "")
+    return signed_mean_std(values)
+
+
+def _ci(values: list[float]) -> str:
+    """95% t-interval of paired gains (the same as ``monai-kd results weckd``, ``SPECS["weckd"]``)."""
+    return ci(t_interval(values))
 
 
 def _runs(runs: list[dict], **match: Any) -> list[dict]:
@@ -291,11 +286,13 @@ def markdown(results: dict) -> str:
                 cells.append(f"{_mean_std([r['accuracy'] for r in rs])} / {_mean_std([r['auc'] for r in rs])}" if rs else "–")
             lines.append(f"| {f:.0%} | " + " | ".join(cells) + " |")
         lines += ["", "Paired gain of the chain's last link over each baseline (same seed, same partition):", "",
-                  "| per-link fraction | baseline | accuracy gain | AUC gain | chain more accurate on | verdict |",
-                  "|---:|---|---:|---:|---:|---|"]
+                  "| per-link fraction | baseline | accuracy gain | accuracy gain 95% CI | AUC gain | AUC gain 95% CI "
+                  "| chain more accurate on | verdict |",
+                  "|---:|---|---:|---:|---:|---:|---:|---|"]
         for f in fractions:
             for method, acc, auc in verdicts(runs, dataset, f):
-                lines.append(f"| {f:.0%} | {method} | {_gain(acc)} | {_gain(auc)} | {sum(a > 0 for a in acc)}/{len(acc)}"
+                lines.append(f"| {f:.0%} | {method} | {_gain(acc)} | {_ci(acc)} | {_gain(auc)} | {_ci(auc)} | "
+                             f"{sum(a > 0 for a in acc)}/{len(acc)}"
                              f" seeds | {verdict(acc, auc)} |")
         chosen = [f"{f:.0%}: tau {s['chosen']['temperature']:g}, w {s['chosen']['kd_weight']:g}"
                   for f in fractions if "chosen" in (s := results["selection"].get(f"{dataset}/{f:g}", {}))]
@@ -347,11 +344,11 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    parser = evidence_parser(__doc__, quick="smoke test: one epoch, a few steps (not evidence)",
+                             report_only="only re-render the tables and the plot")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=sorted(DATASETS))
     parser.add_argument("--fractions", nargs="+", type=float, default=FRACTIONS)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--run-seeds", nargs="+", type=int, default=None,
                         help="train only these of --seeds in this process (e.g. one process per core; the KD grid"
                              " of seed 0 must be chosen first, by a process that runs seed 0)")
@@ -359,16 +356,16 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=BUNDLE / "docs" / "results.json")
     parser.add_argument("--readme", type=Path, default=BUNDLE / "docs" / "README.md")
     parser.add_argument("--plot", type=Path, default=BUNDLE / "docs" / "chain.png")
-    parser.add_argument("--report-only", action="store_true", help="only re-render the tables and the plot")
-    parser.add_argument("--quick", action="store_true", help="smoke test: one epoch, a few steps (not evidence)")
-    args = parser.parse_args()
-    if len(args.seeds) < 3 and not args.quick:
-        parser.error("use at least 3 seeds: single-seed accuracy at these label counts swings by several points")
+    args = parser.parse_args(argv)
+    if not args.quick and not args.report_only:
+        check_seeds(parser, args.seeds, "use at least 3 seeds: single-seed accuracy at these label counts swings by "
+                                        "several points")
     if 0 not in args.seeds:
         parser.error("seed 0 must be among --seeds: the KD grid runs on it")
     run_seeds = sorted(args.run_seeds if args.run_seeds is not None else args.seeds)
     if not set(run_seeds) <= set(args.seeds):
         parser.error(f"--run-seeds {run_seeds} must be a subset of --seeds {args.seeds}")
+    setup_logging()
     quick = {"max_epochs": 1, "min_iterations": 2} if args.quick else {}
     evidence = Evidence(args.output, args.work, quick, args.datasets)
     if not args.report_only:

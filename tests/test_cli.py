@@ -25,9 +25,9 @@ def test_results_prints_mean_and_std_per_model(tmp_path, capsys):
     ]
     (bundle / "docs" / "results.json").write_text(json.dumps({"runs": runs}))
     cli.results(str(bundle))
-    line = capsys.readouterr().out.strip()
-    assert "student_kd" in line and "n=3" in line
-    assert "acc 0.8500 ± 0.0500" in line and "auc 0.9200 ± 0.0200" in line
+    out = capsys.readouterr().out  # a bundle without its own spec: rows by --key (model), as a Markdown table
+    assert "### pneumoniamnist (3 seed(s): [0, 1, 2])" in out
+    assert "| student_kd | 3 | 0.850 ± 0.050 | 0.920 ± 0.020 |" in out
 
 
 def test_verify_and_unknown_stage(capsys):

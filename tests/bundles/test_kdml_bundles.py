@@ -277,7 +277,8 @@ def test_evidence_records_resume_and_tables(tmp_path):
     assert reloaded.plan([0, 1]) == ["grid: 6 runs on seed 0"]
     table = ev.markdown("segmentation", reloaded.results, tmp_path)
     assert "| KD + ML | 51.00 ± 1.41 |" in table  # V1 S1 dice of the two seeds (0.50, 0.52), in %
-    assert "| KD (off) V1 | 3.00 ± 0.00 | 3.00 ± 0.00 | 3.00 ± 0.00 | 2/2 |" in table  # the paired V3 KD + ML gain
+    # the paired V3 KD + ML gain, with its 95% t-interval (equal gains on both seeds: zero width)
+    assert "| KD (off) V1 | 3.00 ± 0.00 | [3.00, 3.00] | 3.00 ± 0.00 | 3.00 ± 0.00 | 2/2 |" in table
     assert ev._mean_std([0.515], 100.0) == "51.50 (1 seed)"  # a cell of one seed shows no made-up spread
     assert ev._mean_std([0.5, None, 0.7]) == "0.600 ± 0.141"
     assert (tmp_path / "cka_kd_ml_V3_s1.png").is_file()

@@ -1,0 +1,79 @@
+# Copyright (c) MONAI KD contributors.
+# Licensed under the Apache License, Version 2.0.
+"""Evaluating the models of an evidence run: through the bundle's own ``evaluate.json``, or in-process scores.
+
+:func:`evaluate_bundle` runs ``[train.json, evaluate.json]`` of a bundle into a run folder, exactly as
+``monai-kd evaluate`` does, and returns the metrics file it wrote. :func:`classification_scores` gives the
+test/validation scores the classification protocols record (accuracy, ROC AUC, NLL and, optionally, ECE) from
+logits, for metrics a bundle's ``evaluate.json`` does not write (validation NLL for model selection).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from monai_kd.evidence.stages import run_bundle
+
+__all__ = ["classification_scores", "evaluate_bundle", "predict_logits"]
+
+
+def evaluate_bundle(
+    config_file: list[str | os.PathLike],
+    bundle_root: str | os.PathLike,
+    metrics_file: str = "metrics.json",
+    **override: Any,
+) -> dict[str, Any]:
+    """Run the bundle's evaluation (``run`` of ``[train.json, evaluate.json]``) and return its metrics JSON.
+
+    Args:
+        config_file: the bundle's ``train.json`` and ``evaluate.json`` (and any config layered on them).
+        bundle_root: the run folder holding ``models/``; the evaluation writes ``eval/`` there.
+        metrics_file: the file under ``bundle_root/eval`` the evaluation writes (e.g. ``val_metrics.json`` for
+            ``eval_split=val``).
+        override: config overrides and ``monai.bundle.run`` arguments (``meta_file``, ``eval_split``, ...).
+
+    Raises:
+        FileNotFoundError: the evaluation did not write ``metrics_file``, named with its path.
+    """
+    run_bundle("run", list(config_file), bundle_root, **override)
+    path = Path(bundle_root) / "eval" / metrics_file
+    if not path.is_file():
+        raise FileNotFoundError(f"the bundle's evaluation wrote no {path}.")
+    return json.loads(path.read_text())
+
+
+def predict_logits(net: Any, x: Any, batch_size: int = 256) -> Any:
+    """Logits of ``net`` (in eval mode, no gradients) on the images ``x``, by batches, as float32."""
+    import torch
+
+    net.eval()
+    with torch.no_grad():
+        return torch.cat([net(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).float()
+
+
+def classification_scores(logits: Any, labels: Any, ece: bool = False) -> dict[str, float]:
+    """Accuracy, one-vs-rest ROC AUC (MONAI), negative log-likelihood and optionally the top-1 ECE (10 bins).
+
+    Args:
+        logits: ``(N, C)`` tensor.
+        labels: ``(N,)`` class indices.
+        ece: also ``ece`` (:func:`monai_kd.metrics.uncertainty.expected_calibration_error`).
+    """
+    import torch
+    from monai.metrics import compute_roc_auc
+
+    from monai_kd.metrics.uncertainty import expected_calibration_error
+
+    labels = torch.as_tensor(labels).long().reshape(-1)
+    probs = logits.float().softmax(dim=1)
+    scores = {
+        "accuracy": (probs.argmax(dim=1) == labels).float().mean().item(),
+        "auc": float(compute_roc_auc(probs, torch.nn.functional.one_hot(labels, probs.shape[1]))),
+        "nll": torch.nn.functional.cross_entropy(logits.float(), labels).item(),
+    }
+    if ece:
+        scores["ece"] = expected_calibration_error(probs.numpy(), labels.numpy())
+    return scores

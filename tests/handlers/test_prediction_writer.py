@@ -39,3 +39,18 @@ def test_batches_without_subjects_record_none(tmp_path):
     PredictionWriter(tmp_path / "p.json", "m").attach(engine)
     engine.run(data, max_epochs=1)
     assert json.loads((tmp_path / "p.json").read_text())["m"]["subjects"] == [None]
+
+
+def test_segmentation_counts_foreground_pixels_per_sample(tmp_path):
+    # one-hot (B=2, C=2, 2x2): sample 0 predicts 2 foreground pixels, 1 right; label has 2 foreground pixels
+    pred = torch.zeros(2, 2, 2, 2)
+    label = torch.zeros(2, 2, 2, 2)
+    pred_fg = torch.tensor([[[1, 1], [0, 0]], [[0, 0], [0, 0]]])
+    label_fg = torch.tensor([[[1, 0], [1, 0]], [[0, 0], [0, 1]]])
+    pred[:, 1], pred[:, 0] = pred_fg, 1 - pred_fg
+    label[:, 1], label[:, 0] = label_fg, 1 - label_fg
+    engine, data = _engine([{"pred": pred, "label": label, "subject": ["a", "b"]}])
+    PredictionWriter(tmp_path / "p.json", "s1", task="segmentation").attach(engine)
+    engine.run(data, max_epochs=1)
+    record = json.loads((tmp_path / "p.json").read_text())["s1"]
+    assert record == {"tp": [1, 0], "fp": [1, 0], "fn": [1, 1], "subjects": ["a", "b"], "reduction": "pooled"}

@@ -175,6 +175,7 @@ def infer_dicom(
     ckpt_file: str | None = None,
     device: str = "cpu",
     all_series: bool = False,
+    force: bool = False,
 ) -> None:
     """Run a bundle's student on a DICOM series (or a NIfTI file) and write DICOM SEG / SR outputs.
 
@@ -194,6 +195,8 @@ def infer_dicom(
         device: ``cpu`` or ``cuda:N``.
         all_series: run on every series of a folder of studies (selected by ``modality`` / ``description`` if
             given), loading the model once.
+        force: run on a series outside the bundle's input contract (metadata ``input_contract``); the SR / SEG and
+            the JSON record the override.
     """
     if not os.path.exists(input):  # answered before torch / MONAI are imported
         raise FileNotFoundError(f"input does not exist: '{input}'.")
@@ -204,14 +207,14 @@ def infer_dicom(
 
         progress = lambda done, total, uid: print(f"[{done}/{total}] {uid}", file=sys.stderr)  # noqa: E731
         for path in infer_dicom_folder(bundle, input, output, modality=modality, description=description, nifti=nifti,
-                                       ckpt_file=ckpt_file, device=device, progress=progress):
+                                       ckpt_file=ckpt_file, device=device, progress=progress, force=force):
             print(path)
         return
     from monai_kd.dicom_inference import infer_dicom as _infer
 
     written = _infer(
         bundle, input, output, modality=modality, description=description, series_uid=series_uid,
-        nifti=nifti, ckpt_file=ckpt_file, device=device,
+        nifti=nifti, ckpt_file=ckpt_file, device=device, force=force,
     )
     for path in written:
         print(path)
@@ -235,6 +238,7 @@ def serve(
     max_slices: int = 2000,
     max_associations: int = 16,
     min_free_mb: float = 500.0,
+    force: bool = False,
 ) -> None:
     """Run a DICOM node: receive series by C-STORE, run a bundle's student, send the SEG / SR back.
 
@@ -261,6 +265,8 @@ def serve(
         max_slices: larger series are refused.
         max_associations: associations served at once.
         min_free_mb: refuse instances (Out of Resources) below this free disk space.
+        force: with ``bundle``: run it on series outside its input contract (recorded in the outputs); by default
+            they are quarantined with the reason. With ``routes``, set ``"force": true`` on the route instead.
     """
     import logging
 
@@ -270,12 +276,12 @@ def serve(
     if (bundle is None) == (routes is None):
         raise BundleError("give either --bundle (one bundle for every series) or --routes (a rules file).")
     if routes is not None:
-        if ckpt_file or modality or description:
-            raise BundleError("--ckpt_file, --modality and --description go with --bundle; put them in the routes file.")
+        if ckpt_file or modality or description or force:
+            raise BundleError("--ckpt_file, --modality, --description and --force go with --bundle; put them in the routes file.")
         rules = load_routes(routes)
     else:
         entry = {"name": os.path.basename(os.path.normpath(bundle)), "bundle": bundle, "ckpt_file": ckpt_file,
-                 "modality": modality, "description": description}
+                 "modality": modality, "description": description, "force": force}
         rules = load_routes([entry])
     node = DicomNode(
         work_dir, rules, ae_title=ae_title, host=host, port=port, quiet_time=quiet_time, workers=workers,
@@ -303,6 +309,7 @@ def infer_dicomweb(
     output: str | None = None,
     store: bool = True,
     device: str = "cpu",
+    force: bool = False,
 ) -> None:
     """Pull a series with WADO-RS, run a bundle's student, store the SEG / SR back with STOW-RS.
 
@@ -317,11 +324,12 @@ def infer_dicomweb(
         output: also keep the outputs in this folder.
         store: store the DICOM result back with STOW-RS (``--nostore`` to skip).
         device: ``cpu`` or ``cuda:N``.
+        force: run on a series outside the bundle's input contract; the outputs record the override.
     """
     from monai_kd.node.dicomweb import infer_dicomweb as _infer
 
     result = _infer(url, study, bundle, series_uid=series, modality=modality, description=description,
-                    ckpt_file=ckpt_file, output=output, store=store, device=device)
+                    ckpt_file=ckpt_file, output=output, store=store, device=device, force=force)
     print(json.dumps(result, indent=2))
 
 

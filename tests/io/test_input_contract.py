@@ -144,3 +144,20 @@ def test_node_quarantines_a_series_outside_the_contract(kd_checkpoint, tmp_path)
     (record,) = node.queue.quarantine_records()
     assert "InputContractError" in record["reason"] and "modality CT is not DX/CR" in record["reason"]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_forced_segmentation_records_the_override_in_the_seg(ct_dir, tmp_path):
+    from dicom_testdata import segmentation_bundle
+
+    bundle = segmentation_bundle(tmp_path / "bundle")
+    meta_file = bundle / "configs" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    meta["input_contract"] = {"modality": ["MR"], "dimensionality": [3], "channels": 1}
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(InputContractError, match="modality CT is not MR"):
+        infer_dicom(str(bundle), str(ct_dir), str(tmp_path / "refused"))
+    (seg_file,) = infer_dicom(str(bundle), str(ct_dir), str(tmp_path / "out"), force=True)
+    seg = pydicom.dcmread(seg_file)
+    assert "FORCED" in seg.SeriesDescription and "FORCED" in seg.ContentDescription
+    assert "modality CT is not MR" in seg.ImageComments
+    assert dciodvfy_errors(seg_file) == []

@@ -90,8 +90,14 @@ class PredictionWriter:
 
     def _append(self, engine: Engine, probs: np.ndarray, labels: np.ndarray) -> None:
         batch = engine.state.batch
-        subjects = batch.get(self.subject_key) if isinstance(batch, dict) else None
-        subjects = [None] * len(labels) if subjects is None else [str(s) for s in subjects]
+        if isinstance(batch, dict):
+            subjects = batch.get(self.subject_key)
+        elif isinstance(batch, (list, tuple)) and batch and all(isinstance(b, dict) for b in batch):
+            subjects = [b.get(self.subject_key) for b in batch]  # MONAI workflows decollate the batch
+            subjects = None if all(s is None for s in subjects) else subjects
+        else:
+            subjects = None
+        subjects = [None] * len(labels) if subjects is None else [None if s is None else str(s) for s in subjects]
         if len(subjects) != len(labels):
             raise ValueError(f"PredictionWriter: {len(subjects)} '{self.subject_key}' entries for {len(labels)} samples.")
         self._probs.append(probs)

@@ -209,8 +209,8 @@ def data_licence(data_dir: str | os.PathLike | None) -> str | None:
         data_dir: the data folder a bundle was trained on (``None``: not known).
 
     Returns:
-        the lines from the first one mentioning a licence to the end of its paragraph (at most three), with the
-        file they come from; ``None`` when no such file or line exists.
+        from the first line starting with "License"/"Licence" (else the first line mentioning one) to the end of
+        its paragraph (at most three lines), with the file they come from; ``None`` when no such file or line exists.
     """
     if data_dir is None:
         return None
@@ -219,14 +219,17 @@ def data_licence(data_dir: str | os.PathLike | None) -> str | None:
         if not path.is_file():
             continue
         lines = path.read_text(errors="replace").splitlines()
-        for i, line in enumerate(lines):
-            if re.search(r"licen[cs]e", line, re.IGNORECASE):
-                chosen = []
-                for following in lines[i : i + 3]:
-                    if not following.strip():
-                        break
-                    chosen.append(following.strip())
-                return f"{' '.join(chosen)} (from {path})"
+        starts = [i for i, line in enumerate(lines) if re.match(r"\s*licen[cs]es?\b", line, re.IGNORECASE)]
+        mentions = [i for i, line in enumerate(lines) if re.search(r"licen[cs]e", line, re.IGNORECASE)]
+        if not (starts or mentions):
+            continue
+        first = (starts or mentions)[0]  # a "License: ..." line, else the first line naming a licence
+        chosen = []
+        for line in lines[first : first + 3]:
+            if not line.strip():
+                break
+            chosen.append(line.strip())
+        return f"{' '.join(chosen)} (from {path})"
     return None
 
 

@@ -72,6 +72,13 @@ class PredictionWriter:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self)
 
+    def detach(self, engine: Engine) -> None:
+        """Remove the handlers :meth:`attach` added (an evaluator reused for several models gets one writer each)."""
+        for event, handler in ((Events.STARTED, self._reset), (Events.ITERATION_COMPLETED, self._collect),
+                               (Events.COMPLETED, self)):
+            if engine.has_event_handler(handler, event):
+                engine.remove_event_handler(handler, event)
+
     def _reset(self, engine: Engine) -> None:
         self._probs, self._labels, self._subjects = [], [], []
 

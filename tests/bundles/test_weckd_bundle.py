@@ -50,6 +50,14 @@ def test_evaluate_reports_every_link_on_test(trained):
     metrics = json.loads((trained / "eval" / "metrics.json").read_text())
     assert set(metrics) == {"link_1", "link_2", "link_3", "student_alone_1"}
     assert all(0.0 <= m["test_auc"] <= 1.0 and m["parameters"] == 77450 for m in metrics.values())
+    # the model card: the last link, distilled from link 2, beside the other link and the student alone
+    card = json.loads((trained / "eval" / "model_card.json").read_text())
+    assert {n: m["role"] for n, m in card["models"].items()} == {
+        "link_3": "student", "link_2": "teacher", "student_alone_1": "baseline", "link_1": "baseline"}
+    test = card["models"]["link_3"]["test"]
+    assert test["samples"] == 156 and test["auc"]["value"] == pytest.approx(metrics["link_3"]["test_auc"], abs=1e-4)
+    # export (the end of monai-kd run) re-recorded the checksums: the card describes the exported files
+    assert {e["file"] for e in card["exports"]} == {"models/model.pt", "models/model.ts", "models/model.onnx"}
 
 
 def test_second_run_reuses_the_chain(trained, data_dir):

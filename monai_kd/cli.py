@@ -45,8 +45,17 @@ def _common(bundle: str, override: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _summary(bundle: str, override: dict[str, Any], command: str) -> None:
+    """Print the closing summary (models, parameters, test metrics with intervals, files): the last thing shown."""
+    from monai_kd.run_summary import summary_table
+
+    root = override.get("bundle_root", bundle)
+    sys.stderr.flush()
+    print("\n" + summary_table(root, command, override.get("output_dir")), flush=True)
+
+
 def train(bundle: str, stage: str = "all", **override: Any) -> None:
-    """Run a bundle's ``train.json``: every stage, or one of them.
+    """Run a bundle's ``train.json``: every stage, or one of them; end with a summary of the checkpoints.
 
     Args:
         bundle: bundle folder, e.g. ``bundles/kd``.
@@ -54,6 +63,11 @@ def train(bundle: str, stage: str = "all", **override: Any) -> None:
             (distillation from saved teachers).
         override: config overrides, e.g. ``--dataset_dir DIR --max_epochs 5 --device cpu``.
     """
+    _train(bundle, stage, override)
+    _summary(bundle, override, "train")
+
+
+def _train(bundle: str, stage: str, override: dict[str, Any]) -> None:
     if stage not in STAGES:
         raise BundleError(f"unknown stage '{stage}'; choose one of {sorted(STAGES)}.")
     config = bundle_file(bundle, "configs/train.json")
@@ -64,21 +78,25 @@ def train(bundle: str, stage: str = "all", **override: Any) -> None:
 
 
 def evaluate(bundle: str, **override: Any) -> None:
-    """Evaluate every trained model of a bundle on the test split; print and return ``eval/metrics.json``.
+    """Evaluate every trained model of a bundle on the test split (``eval/metrics.json``, the model card).
+
+    Ends with a summary table: each model's parameters and test metrics with their 95% intervals, and the files
+    written.
 
     Args:
         bundle: bundle folder.
         override: config overrides, e.g. ``--dataset_dir DIR``.
     """
+    _evaluate(bundle, override)
+    _summary(bundle, override, "evaluate")
+
+
+def _evaluate(bundle: str, override: dict[str, Any]) -> None:
     configs = [bundle_file(bundle, "configs/train.json"), bundle_file(bundle, "configs/evaluate.json")]
     check_overrides(configs, override)
     from monai.bundle import run
 
     run("run", config_file=configs, **_common(bundle, override))
-    output_dir = override.get("output_dir", os.path.join(override.get("bundle_root", bundle), "eval"))
-    with open(os.path.join(output_dir, "metrics.json")) as f:
-        metrics = json.load(f)
-    print(json.dumps(metrics, indent=2))
 
 
 def export(
@@ -98,9 +116,21 @@ def export(
         output_dir: where to write ``model.ts`` / ``model.onnx``; default the bundle's ``models/``.
         override: config overrides.
     """
+    for path in _export(bundle, onnx, ckpt_file, output_dir, override):
+        print(path)
+
+
+def _export(
+    bundle: str, onnx: bool, ckpt_file: str | None, output_dir: str | None, override: dict[str, Any]
+) -> list[str]:
+    """Write the exports and refresh the model card's checksums; the written paths."""
     ckpt = ckpt_file or bundle_file(bundle, "models/model.pt")
     shape = input_shape(bundle)
     from monai.bundle import ckpt_export, onnx_export
+
+    from monai_kd.run_summary import quiet_third_party
+
+    quiet_third_party(_VERBOSE)  # again after importing torch (it resets its loggers) and after any bundle run
 
     common = {
         "net_id": "network_def",
@@ -118,13 +148,14 @@ def export(
     if onnx:
         written.append(os.path.join(out, "model.onnx"))
         dynamic = {"input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
+        if not _VERBOSE:  # the exporter's step-by-step progress lines, shown with --verbose
+            dynamic["verbose"] = False
         onnx_export(filepath=written[1], use_trace=True, converter_kwargs=dynamic, **common)
     if os.path.basename(os.path.normpath(out)) == "models":  # a model card beside it records the new checksums
         from monai_kd.model_card import refresh_exports
 
         refresh_exports(os.path.dirname(os.path.normpath(out)) or ".")
-    for path in written:
-        print(path)
+    return written
 
 
 def results(bundle: str, key: str = "model") -> None:
@@ -149,7 +180,7 @@ def results(bundle: str, key: str = "model") -> None:
 
 
 def pipeline(bundle: str, **override: Any) -> None:
-    """Train every stage, evaluate every model on the test split, then export the student.
+    """Train every stage, evaluate every model on the test split, then export the student; end with a summary.
 
     Leaves ``models/model.pt`` (student), ``models/model.ts`` and ``models/model.onnx`` (exports),
     ``models/teacher.pt``, ``models/student_alone.pt`` and ``eval/metrics.json`` under ``bundle_root``.
@@ -158,10 +189,11 @@ def pipeline(bundle: str, **override: Any) -> None:
         bundle: bundle folder.
         override: config overrides shared by all steps, e.g. ``--bundle_root DIR --dataset_dir DIR``.
     """
-    train(bundle, stage="all", **override)
-    evaluate(bundle, **override)
+    _train(bundle, "all", override)
+    _evaluate(bundle, override)
     root = override.get("bundle_root", bundle)
-    export(bundle, ckpt_file=os.path.join(root, "models", "model.pt"), output_dir=os.path.join(root, "models"))
+    _export(bundle, True, os.path.join(root, "models", "model.pt"), os.path.join(root, "models"), {})
+    _summary(bundle, override, "run")
 
 
 def infer_dicom(
@@ -339,15 +371,30 @@ def verify(bundle: str) -> None:
     print(f"{bundle}: metadata verified")
 
 
+_VERBOSE = False
+
+
 def main() -> None:
-    """Entry point of the ``monai-kd`` console script."""
+    """Entry point of the ``monai-kd`` console script.
+
+    ``--verbose`` (anywhere on the command line) shows the third-party logs and warnings (ONNX exporter,
+    onnxscript, deprecations) that are kept quiet by default.
+    """
+    global _VERBOSE
     import fire
+
+    from monai_kd.run_summary import quiet_third_party
+
+    argv = sys.argv[1:]
+    _VERBOSE = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    quiet_third_party(_VERBOSE)
 
     # fire's help text asks IPython's object inspector for docstrings when IPython is installed (~1 s of imports)
     # and falls back to ``inspect`` without it: keep ``monai-kd --help`` fast (``--interactive`` is not offered).
     sys.modules.setdefault("IPython", None)  # type: ignore[arg-type]
     try:
-        fire.Fire({"run": pipeline, "infer-dicom": infer_dicom, "serve": serve, "infer-dicomweb": infer_dicomweb, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
+        fire.Fire(command=argv, component={"run": pipeline, "infer-dicom": infer_dicom, "serve": serve, "infer-dicomweb": infer_dicomweb, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
     except Exception as e:  # report the root cause in one line; MONAI wraps config errors in RuntimeErrors
         cause = root_cause(e)
         if not isinstance(cause, (BundleError, FileNotFoundError, ValueError, KeyError)):

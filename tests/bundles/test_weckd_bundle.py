@@ -111,3 +111,32 @@ def test_evidence_verdict_on_hand_made_records():
     assert evidence.verdict(acc, auc) == "chain wins"  # both means up, more accurate on 2 of 3 seeds
     assert evidence.verdict([-a for a in acc], [-a for a in auc]) == "chain loses"
     assert evidence.verdict(acc, [-a for a in auc]) == "mixed"
+
+
+def test_evaluate_ends_with_the_summary_of_the_card(trained, data_dir, capsys):
+    cli.evaluate(str(BUNDLE), bundle_root=str(trained), dataset_dir=str(data_dir / "breastmnist"), **TINY)
+    out = capsys.readouterr().out.rstrip().splitlines()
+    card = json.loads((trained / "eval" / "model_card.json").read_text())
+    start = max(i for i, line in enumerate(out) if line.startswith("== monai-kd evaluate"))
+    summary = out[start:]
+    assert summary[-1] == f"model card: {trained / 'eval' / 'model_card.md'}"  # the last thing printed
+    auc = card["models"]["link_3"]["test"]["auc"]
+    row = next(line for line in summary if line.startswith("link_3 "))
+    assert f"{auc['value']:.3f} [{auc['ci95'][0]:.3f}, {auc['ci95'][1]:.3f}]" in row and "77,450" in row
+
+
+def test_exporter_logs_are_quiet_unless_verbose(trained, tmp_path):
+    import subprocess
+    import sys
+
+    outputs = []
+    for flags in ([], ["--verbose"]):
+        command = [sys.executable, "-m", "monai_kd.cli", "export", str(BUNDLE), "--ckpt_file",
+                   str(trained / "models" / "model.pt"), "--output_dir", str(tmp_path / f"out{len(flags)}"), *flags]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout + result.stderr)
+    quiet, verbose = outputs
+    assert "[torch.onnx]" not in quiet and "torch/onnx" not in quiet
+    assert "[torch.onnx]" in verbose
+    assert quiet.rstrip().endswith(str(tmp_path / "out0" / "model.onnx"))

@@ -52,6 +52,8 @@ __all__ = [
 CARD_NAME = "model_card"
 #: exported files of a bundle's student whose checksums the card records (those that exist)
 EXPORT_FILES = ("models/model.pt", "models/model.ts", "models/model.onnx")
+#: fewer resampling units than this: the card warns that the interval is not reliable
+FEW_SUBJECTS = 10
 _PACKAGES = ("monai-kd", "torch", "monai", "pytorch-ignite", "numpy", "onnx", "onnxruntime", "highdicom", "pydicom")
 
 
@@ -99,11 +101,16 @@ _METRICS = {
 def _groups(subjects: Sequence | None, n: int) -> tuple[list | None, dict[str, Any]]:
     """Subjects to resample by (``None``: each sample is its own subject) and the card's description of them."""
     by_subject = bool(subjects) and len(subjects) == n and all(s is not None for s in subjects)  # type: ignore[arg-type]
-    return (list(subjects) if by_subject else None), {  # type: ignore[arg-type]
+    groups = len(set(subjects)) if by_subject else n  # type: ignore[arg-type]
+    out = {
         "samples": int(n),
-        "subjects": int(len(set(subjects))) if by_subject else None,  # type: ignore[arg-type]
+        "subjects": int(groups) if by_subject else None,
         "resampled_by": "subject" if by_subject else "sample (no subject ids: each sample counts as one person)",
     }
+    if groups < FEW_SUBJECTS:
+        out["warning"] = (f"only {groups} {'subjects' if by_subject else 'samples'}: a bootstrap over so few cannot give "
+                          "a reliable 95% interval (it understates the uncertainty)")
+    return (list(subjects) if by_subject else None), out  # type: ignore[arg-type]
 
 
 def _interval(fn: Any, *arrays: np.ndarray, subjects: list | None, n_resamples: int, seed: int) -> dict[str, Any]:
@@ -503,7 +510,8 @@ def render_markdown(card: Mapping[str, Any]) -> str:
     lines += [
         "",
         f"Intervals: {b['resamples']} percentile-bootstrap resamples (seed {b['seed']}), resampled by "
-        f"{first['resampled_by']}." + (f" Dice: {first['dice_reduction']}." if task == "segmentation" else ""),
+        f"{first['resampled_by']}." + (f" Dice: {first['dice_reduction']}." if task == "segmentation" else "")
+        + (f" **Warning**: {first['warning']}." if first.get("warning") else ""),
         f"Decision rule: {decision_text}.",
         "",
         "## Input contract",

@@ -146,6 +146,8 @@ def summary_table(
         first = next(iter(models.values()))["test"]
         lines.append(f"[95% bootstrap intervals, resampled by {first['resampled_by'].split(' (')[0]}; "
                      f"model card version {card.get('card_version')}]")
+        if first.get("warning"):
+            lines.append(f"[warning: {first['warning']}]")
         others = [n for n in (metrics or {}) if n not in models]
         if others:
             lines.append("also evaluated (eval/metrics.json, no interval): " + ", ".join(others))

@@ -112,6 +112,7 @@ def test_segmentation_card_pools_counts_and_resamples_patients(evaluated, tmp_pa
     low, high = dice["ci95"]  # per-patient pooled Dice: p1 = 20/30, p2 = 40/50
     assert low == pytest.approx(2 / 3) and high == pytest.approx(0.8)
     assert card["models"]["s1"]["test"]["subjects"] == 2
+    assert "only 2 subjects" in card["models"]["s1"]["test"]["warning"]  # two patients: no reliable interval
     assert "CC BY-NC-SA 3.0 (NON-COMMERCIAL). Cite: Menze." in card["licence"]["training_data"]
     assert card["latency"].startswith("not measured")
     assert card["card_version"] == card_version(card) and card["card_version"].startswith("0.1.0+card.")

@@ -231,9 +231,9 @@ def data_licence(data_dir: str | os.PathLike | None) -> str | None:
         if not (starts or mentions):
             continue
         first = (starts or mentions)[0]  # a "License: ..." line, else the first line naming a licence
-        chosen = []
-        for line in lines[first : first + 3]:
-            if not line.strip():
+        chosen = [lines[first].strip()]
+        for line in lines[first + 1 : first + 3]:  # its continuation and a citation, not the next field
+            if not line.strip() or (re.match(r"\s*[A-Z][\w ]*:", line) and not line.lstrip().startswith("Cite")):
                 break
             chosen.append(line.strip())
         return f"{' '.join(chosen)} (from {path})"

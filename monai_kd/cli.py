@@ -5,6 +5,8 @@ Examples::
     monai-kd run bundles/kd                           # train all stages, evaluate on test, export the student
     monai-kd train bundles/kd                         # teacher, student alone, distilled student
     monai-kd train bundles/kd --stage student --max_epochs 5
+    monai-kd train bundles/kd                         # again after a crash: continues each stage, skips finished ones
+    monai-kd train bundles/kd --resume false          # retrain every stage from scratch
     monai-kd evaluate bundles/kd                      # test metrics of every trained model
     monai-kd export bundles/kd                        # models/model.ts (TorchScript) and models/model.onnx
     monai-kd results bundles/kd                       # summary of docs/results.json
@@ -54,27 +56,45 @@ def _summary(bundle: str, override: dict[str, Any], command: str) -> None:
     print("\n" + summary_table(root, command, override.get("output_dir")), flush=True)
 
 
-def train(bundle: str, stage: str = "all", **override: Any) -> None:
+def train(bundle: str, stage: str = "all", resume: bool = True, **override: Any) -> None:
     """Run a bundle's ``train.json``: every stage, or one of them; end with a summary of the checkpoints.
+
+    Every stage checkpoints at each epoch end (``models/resume/``); re-running the same command after a crash
+    continues each stage from its last completed epoch and skips finished stages (see ``docs/reliability.md``).
 
     Args:
         bundle: bundle folder, e.g. ``bundles/kd``.
         stage: ``all`` (default), ``teacher`` / ``teachers`` (bundles with several), ``student_alone`` or ``student``
             (distillation from saved teachers).
+        resume: continue from the stages' checkpoints; ``--resume false`` retrains every stage from scratch.
         override: config overrides, e.g. ``--dataset_dir DIR --max_epochs 5 --device cpu``.
     """
-    _train(bundle, stage, override)
+    _train(bundle, stage, resume, override)
     _summary(bundle, override, "train")
 
 
-def _train(bundle: str, stage: str, override: dict[str, Any]) -> None:
+def _train(bundle: str, stage: str, resume: Any, override: dict[str, Any]) -> None:
     if stage not in STAGES:
         raise BundleError(f"unknown stage '{stage}'; choose one of {sorted(STAGES)}.")
+    resume = _flag("resume", resume)
     config = bundle_file(bundle, "configs/train.json")
     check_overrides(config, override)
     from monai.bundle import run  # after the checks: argument errors answer without importing torch / MONAI
 
-    run(STAGES[stage], config_file=config, **_common(bundle, override))
+    from monai_kd.engines.resume import resumable_training
+
+    with resumable_training(resume=resume):
+        run(STAGES[stage], config_file=config, **_common(bundle, override))
+
+
+def _flag(name: str, value: Any) -> bool:
+    """A command-line boolean: ``True``/``False`` or the words true/false/yes/no/1/0."""
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if str(value).lower() not in words:
+        raise BundleError(f"--{name} expects true or false, got '{value}'.")
+    return words[str(value).lower()]
 
 
 def evaluate(bundle: str, **override: Any) -> None:
@@ -179,7 +199,7 @@ def results(bundle: str, key: str = "model") -> None:
               f"  auc {row['auc'][0]:.4f} ± {row['auc'][1]:.4f}")
 
 
-def pipeline(bundle: str, **override: Any) -> None:
+def pipeline(bundle: str, resume: bool = True, **override: Any) -> None:
     """Train every stage, evaluate every model on the test split, then export the student; end with a summary.
 
     Leaves ``models/model.pt`` (student), ``models/model.ts`` and ``models/model.onnx`` (exports),
@@ -187,9 +207,10 @@ def pipeline(bundle: str, **override: Any) -> None:
 
     Args:
         bundle: bundle folder.
+        resume: continue interrupted stages and skip finished ones (``--resume false``: retrain everything).
         override: config overrides shared by all steps, e.g. ``--bundle_root DIR --dataset_dir DIR``.
     """
-    _train(bundle, "all", override)
+    _train(bundle, "all", resume, override)
     _evaluate(bundle, override)
     root = override.get("bundle_root", bundle)
     _export(bundle, True, os.path.join(root, "models", "model.pt"), os.path.join(root, "models"), {})
@@ -397,17 +418,36 @@ def main() -> None:
         fire.Fire(command=argv, component={"run": pipeline, "infer-dicom": infer_dicom, "serve": serve, "infer-dicomweb": infer_dicomweb, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
     except Exception as e:  # report the root cause in one line; MONAI wraps config errors in RuntimeErrors
         cause = root_cause(e)
-        if not isinstance(cause, (BundleError, FileNotFoundError, ValueError, KeyError)):
+        if not isinstance(cause, CLEAR_ERRORS):
             raise
+        _close_progress_bars()
         print(f"monai-kd: error: {type(cause).__name__}: {cause}", file=sys.stderr)
         sys.exit(2)
 
 
+def _close_progress_bars() -> None:
+    """End an interrupted progress bar's line, so the error starts a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
+#: errors that describe bad input in their message (file or key named): printed as one line, exit code 2
+CLEAR_ERRORS = (BundleError, OSError, ValueError, KeyError)
+
+
 def root_cause(error: BaseException) -> BaseException:
-    """The innermost exception of a chain (``raise ... from ...`` or implicit context)."""
+    """The exception to report from a chain (``raise ... from ...`` or implicit context).
+
+    MONAI wraps config errors in ``RuntimeError``s: the outermost error of :data:`CLEAR_ERRORS` types below them is
+    the one that says what is wrong (a clear package error is not unwrapped down to the library exception it was
+    raised from). Without one, the innermost exception.
+    """
+    chain = [error]
     while error.__cause__ is not None or (error.__context__ is not None and not error.__suppress_context__):
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    return error
+        chain.append(error)
+    return next((e for e in chain if isinstance(e, CLEAR_ERRORS)), chain[-1])
 
 
 if __name__ == "__main__":

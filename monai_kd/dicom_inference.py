@@ -162,7 +162,9 @@ def _network(parser: Any, bundle: str, ckpt_file: str | None, device: torch.devi
             f"no weights: '{ckpt}' does not exist; train the bundle (monai-kd train) or pass --ckpt_file."
         )
     network = parser.get_parsed_content("network_def")
-    state = torch.load(ckpt, map_location=device, weights_only=True)
+    from monai_kd.networks.pretrained import load_checkpoint  # empty / truncated / pickled files: one clear line
+
+    state = load_checkpoint(ckpt, map_location=device)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # {"model": state_dict} checkpoints
         state = state["model"]
     try:
@@ -229,6 +231,9 @@ def _load(
             raise cause from None
         raise DicomInputError(f"cannot read '{input}': {type(cause).__name__}: {cause}") from e
     image = data[key]
+    bad = int((~torch.isfinite(torch.as_tensor(image))).sum())
+    if bad:
+        raise DicomInputError(f"'{input}' holds {bad} NaN or infinite voxel value(s); fix the image, nothing was written.")
     image_dims = len(image.meta.get("spatial_shape", image.shape[1:]))
     has_channel = image.ndim == image_dims + 1
     if image_dims not in (2, 3) or image.ndim not in (image_dims, image_dims + 1):
@@ -265,6 +270,8 @@ def _probabilities(pred: Any, class_names: list[str]) -> np.ndarray:
         pred.detach().cpu().float().numpy() if isinstance(pred, torch.Tensor) else pred, dtype=np.float64
     )
     values = values.reshape(-1)
+    if not np.isfinite(values).all():
+        raise BundleError("the network's output is NaN or infinite (non-finite weights in the checkpoint?); nothing was written.")
     if len(values) != len(class_names):
         raise BundleError(f"the network gives {len(values)} outputs for {len(class_names)} classes {class_names}.")
     if values.min() < 0 or values.max() > 1 or abs(values.sum() - 1) > 1e-3:
@@ -574,7 +581,7 @@ def _write_classification(
         if sr is not None:
             sr.save_as(temps[0], enforce_file_format=True)
         with open(temps[-1], "w") as f:
-            json.dump(summary, f, indent=2)
+            json.dump(summary, f, indent=2, allow_nan=False)  # never a bare NaN: that is not JSON
     return targets
 
 

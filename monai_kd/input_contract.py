@@ -115,8 +115,8 @@ class InputContract:
         self,
         modality: str | None,
         body_part: str | None,
-        dimensionality: int,
-        channels: int,
+        dimensionality: int | None,
+        channels: int | None,
         pixel_spacing: Sequence[float] | None,
     ) -> list[str]:
         """What does not match, one phrase each (empty when the input fits).
@@ -124,8 +124,8 @@ class InputContract:
         Args:
             modality: the input's *Modality* (``None``: not stated, not checked).
             body_part: its *Body Part Examined* (``None`` or empty: not stated, not checked).
-            dimensionality: 2 for a single image, 3 for a volume of several slices.
-            channels: samples per pixel.
+            dimensionality: 2 for a single image, 3 for a volume of several slices (``None``: not known).
+            channels: samples per pixel (``None``: not known).
             pixel_spacing: in-plane spacing in mm (``None``: not known, not checked).
         """
         found = []
@@ -133,9 +133,9 @@ class InputContract:
             found.append(f"modality {modality or '(empty)'} is not {'/'.join(self.modality)}")
         if self.body_part and body_part and body_part.strip().upper() not in self.body_part:
             found.append(f"body part {body_part} is not {'/'.join(self.body_part)}")
-        if self.dimensionality and dimensionality not in self.dimensionality:
+        if self.dimensionality and dimensionality is not None and dimensionality not in self.dimensionality:
             found.append(f"a {dimensionality}D input where the model takes {' or '.join(f'{d}D' for d in self.dimensionality)}")
-        if self.channels is not None and channels != self.channels:
+        if self.channels is not None and channels is not None and channels != self.channels:
             found.append(f"{channels} channel(s) where the model takes {self.channels}")
         if self.pixel_spacing_mm is not None and pixel_spacing is not None:
             low, high = self.pixel_spacing_mm
@@ -166,8 +166,11 @@ def _describe_nifti(path: str) -> dict[str, Any]:
     """Dimensionality, channels and in-plane spacing of a NIfTI file, from its header only."""
     import nibabel as nib
 
-    image = nib.load(path)
-    shape, zooms = image.shape, image.header.get_zooms()
+    try:
+        image = nib.load(path)
+        shape, zooms = image.shape, image.header.get_zooms()
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the reader that loads it, in one line
+        return {"modality": None, "body_part": None, "dimensionality": None, "channels": None, "pixel_spacing": None}
     dims = 3 if len(shape) >= 3 and shape[2] > 1 else 2
     channels = int(shape[3]) if len(shape) == 4 else 1
     return {"modality": None, "body_part": None, "dimensionality": dims, "channels": channels,

@@ -15,6 +15,7 @@ from monai_kd.engines.multi_student_trainer import (
     MultiTermLoss,
     trainable_parameters,
 )
+from monai_kd.engines.resume import attach_resume, resumable_training
 from monai_kd.engines.semi_supervised_trainer import SemiSupervisedDistillationTrainer, SemiSupervisedStep
 from monai_kd.engines.teacher_cache import SeededViews, TeacherCacheStep, attach_teacher_cache
 
@@ -36,6 +37,8 @@ __all__ = [
     "TeacherCacheStep",
     "attach_teacher_cache",
     "TrainingStep",
+    "attach_resume",
+    "resumable_training",
     "chain_datalists",
     "chain_partition",
     "connector_parameters",

@@ -35,6 +35,8 @@ from monai.utils import optional_import, set_determinism
 from torch import nn
 
 from monai_kd.engines.distillation_trainer import DistillationTrainer
+from monai_kd.handlers.finite_guard import NonFiniteGuard
+from monai_kd.handlers.training_checkpoint import TrainingCheckpoint
 from monai_kd.handlers.weight_averaging import WeightAveraging
 from monai_kd.io.atomic import atomic_paths
 from monai_kd.networks.pretrained import load_pretrained
@@ -223,7 +225,9 @@ class DistillationChain:
     Resuming: :meth:`run` reuses link ``i`` when its checkpoint exists and its record carries the same fingerprint
     (its data items, architecture, loss hyper-parameters, epochs and the previous link's fingerprint); it retrains
     from the first link that fails this test, and every link after it (their teacher changed). A checkpoint with a
-    record of another configuration raises an error unless ``overwrite=True``.
+    record of another configuration raises an error unless ``overwrite=True``. Within a link, a
+    :class:`~monai_kd.handlers.TrainingCheckpoint` saves every epoch (``ckpt_dir/resume/``), so a killed link continues
+    from its last completed epoch; a :class:`~monai_kd.handlers.NonFiniteGuard` stops a link that goes NaN.
 
     Args:
         device: device of networks and batches.
@@ -332,6 +336,7 @@ class DistillationChain:
         self.seed = seed
         self.trainer_kwargs = dict(trainer_kwargs or {})
         self.records: list[dict] = []
+        self._fingerprints: dict[int, str] = {}
 
     # ------------------------------------------------------------------ files
 
@@ -410,8 +415,13 @@ class DistillationChain:
     def _epochs(self, loader: DataLoader) -> int:
         return max(self.max_epochs, math.ceil(self.min_iterations / max(1, len(loader))))
 
+    def resume_file(self, link: int, fingerprint: str) -> Path:
+        """Per-epoch training checkpoint of an unfinished ``link`` (named by its fingerprint: another configuration
+        never resumes it); deleted once the link is saved."""
+        return self.ckpt_dir / "resume" / f"{self.name}_{link}-{fingerprint}.pt"
+
     def _train_link(self, link: int, teacher: nn.Module | None, loader: DataLoader, epochs: int) -> tuple[dict, dict]:
-        """Train one link; return the averaged network's state dict and the link's record."""
+        """Train one link (resuming its last completed epoch); return the averaged network's state and its record."""
         network, averaged = self.network(link), self.network(link)
         trained = network
         if self.distributed:
@@ -433,6 +443,8 @@ class DistillationChain:
         )
         if self.progress and self._is_main():
             handlers.append(ProgressBar(persist=True, desc=f"{self.name} {link}/{len(self)}"))
+        resume_file = self.resume_file(link, self._fingerprints.get(link, ""))
+        handlers += [NonFiniteGuard(stage=tag, checkpoint=resume_file), TrainingCheckpoint(resume_file, stage=tag)]
         common = {
             "device": self.device,
             "max_epochs": epochs,
@@ -496,9 +508,17 @@ class DistillationChain:
             else:
                 retrain = True  # every later link learns from a new teacher
                 logger.info("%s %d/%d: training on %d items for %d epochs", self.name, link, len(self), len(loader.dataset), epochs)
+                self._fingerprints[link] = fingerprint  # names the link's per-epoch checkpoint
                 state, record = self._train_link(link, teacher, loader, epochs)
                 record["fingerprint"] = fingerprint
                 self._write(link, state, record)
+                if self._is_main():
+                    done_file = self.resume_file(link, fingerprint)
+                    done_file.unlink(missing_ok=True)
+                    try:
+                        done_file.parent.rmdir()  # only when empty: nothing left to resume
+                    except OSError:
+                        pass
             self.records.append(record)
             previous = fingerprint
             teacher = self.load_link(link) if link < len(self) else None

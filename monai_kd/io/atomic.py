@@ -24,13 +24,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["OutputPathError", "atomic_paths", "check_output_dir"]
+__all__ = ["OutputPathError", "OutputWriteError", "atomic_paths", "check_output_dir"]
 
 TEMP_PREFIX = ".tmp-"
 
 
 class OutputPathError(ValueError):
     """An output location would overwrite or pollute the input, or is not a usable folder."""
+
+
+class OutputWriteError(OSError, OutputPathError):
+    """An output could not be written (full disk, file size limit, read-only folder); names the output."""
 
 
 def _is_within(path: Path, folder: Path) -> bool:
@@ -97,6 +101,8 @@ def atomic_paths(
     Raises:
         OutputPathError: When no target is given, two targets are the same, or a target would overwrite or
             write into ``protect``.
+        OutputWriteError: A folder cannot be created or an output cannot be written (full disk, read-only
+            location); the message names the output, nothing is left behind.
     """
     if not targets:
         raise OutputPathError("atomic_paths needs at least one target path.")
@@ -111,7 +117,11 @@ def atomic_paths(
     created: list[Path] = []
     for folder in dict.fromkeys(f.parent for f in finals):
         missing = [p for p in (folder, *folder.parents) if not p.exists()]
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a read-only location
+            _discard([], created)
+            raise OutputWriteError(f"cannot create the output folder '{folder}': {e.strerror or e}.") from e
         created.extend(missing)  # deepest first, so they can be removed in this order
     token = secrets.token_hex(4)
     temps = [str(f.parent / f"{TEMP_PREFIX}{token}-{f.name}") for f in finals]
@@ -123,13 +133,24 @@ def atomic_paths(
             _fsync(temp)
         for temp, final in zip(temps, finals, strict=True):
             os.replace(temp, final)
+    except OSError as e:  # full disk, file size limit, read-only or vanished folder: say which output
+        _discard(temps, created)
+        if isinstance(e, OutputWriteError):
+            raise
+        where = finals[0] if len(finals) == 1 else finals[0].parent
+        raise OutputWriteError(f"cannot write '{where}': {e.strerror or e or type(e).__name__}.") from e
     except BaseException:
-        for temp in temps:
-            if os.path.lexists(temp):
-                os.remove(temp)
-        for folder in created:
-            try:
-                folder.rmdir()
-            except OSError:  # not empty, or already gone
-                pass
+        _discard(temps, created)
         raise
+
+
+def _discard(temps: Sequence[str], created: Sequence[Path]) -> None:
+    """Remove the temporary files and the folders :func:`atomic_paths` created (if still empty)."""
+    for temp in temps:
+        if os.path.lexists(temp):
+            os.remove(temp)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty, or already gone
+            pass

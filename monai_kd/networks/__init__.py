@@ -7,11 +7,12 @@ from monai_kd.networks.feature_tap import FeatureTap
 from monai_kd.networks.gradient_reversal import GradientReversal, dann_coefficient
 from monai_kd.networks.learned_gate import LearnedGateWeighting
 from monai_kd.networks.meta_weight import MetaWeightNetwork
-from monai_kd.networks.pretrained import CheckpointMismatchError, load_pretrained
+from monai_kd.networks.pretrained import CheckpointError, CheckpointMismatchError, load_checkpoint, load_pretrained
 from monai_kd.networks.teacher_weighting import ConfidenceWeighting, TeacherWeighting, UniformWeighting
 from monai_kd.networks.wrappers import unwrap_module
 
 __all__ = [
+    "CheckpointError",
     "CheckpointMismatchError",
     "ConfidenceWeighting",
     "DomainAdversarialNetwork",
@@ -22,6 +23,7 @@ __all__ = [
     "TeacherWeighting",
     "UniformWeighting",
     "dann_coefficient",
+    "load_checkpoint",
     "load_pretrained",
     "unwrap_module",
 ]

@@ -161,3 +161,10 @@ def test_forced_segmentation_records_the_override_in_the_seg(ct_dir, tmp_path):
     assert "FORCED" in seg.SeriesDescription and "FORCED" in seg.ContentDescription
     assert "modality CT is not MR" in seg.ImageComments
     assert dciodvfy_errors(seg_file) == []
+
+
+def test_an_unreadable_nifti_is_left_to_the_reader(tmp_path):
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    record = check_input({"input_contract": {"dimensionality": [2], "channels": 1}}, input=broken)
+    assert record["violations"] == [] and record["input"]["dimensionality"] is None

@@ -45,8 +45,17 @@ def _common(bundle: str, override: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _summary(bundle: str, override: dict[str, Any], command: str) -> None:
+    """Print the closing summary (models, parameters, test metrics with intervals, files): the last thing shown."""
+    from monai_kd.run_summary import summary_table
+
+    root = override.get("bundle_root", bundle)
+    sys.stderr.flush()
+    print("\n" + summary_table(root, command, override.get("output_dir")), flush=True)
+
+
 def train(bundle: str, stage: str = "all", resume: bool = True, **override: Any) -> None:
-    """Run a bundle's ``train.json``: every stage, or one of them.
+    """Run a bundle's ``train.json``: every stage, or one of them; end with a summary of the checkpoints.
 
     Every stage checkpoints at each epoch end (``models/resume/``); re-running the same command after a crash
     continues each stage from its last completed epoch and skips finished stages (see ``docs/reliability.md``).
@@ -58,6 +67,11 @@ def train(bundle: str, stage: str = "all", resume: bool = True, **override: Any)
         resume: continue from the stages' checkpoints; ``--resume false`` retrains every stage from scratch.
         override: config overrides, e.g. ``--dataset_dir DIR --max_epochs 5 --device cpu``.
     """
+    _train(bundle, stage, resume, override)
+    _summary(bundle, override, "train")
+
+
+def _train(bundle: str, stage: str, resume: Any, override: dict[str, Any]) -> None:
     if stage not in STAGES:
         raise BundleError(f"unknown stage '{stage}'; choose one of {sorted(STAGES)}.")
     resume = _flag("resume", resume)
@@ -82,21 +96,25 @@ def _flag(name: str, value: Any) -> bool:
 
 
 def evaluate(bundle: str, **override: Any) -> None:
-    """Evaluate every trained model of a bundle on the test split; print and return ``eval/metrics.json``.
+    """Evaluate every trained model of a bundle on the test split (``eval/metrics.json``, the model card).
+
+    Ends with a summary table: each model's parameters and test metrics with their 95% intervals, and the files
+    written.
 
     Args:
         bundle: bundle folder.
         override: config overrides, e.g. ``--dataset_dir DIR``.
     """
+    _evaluate(bundle, override)
+    _summary(bundle, override, "evaluate")
+
+
+def _evaluate(bundle: str, override: dict[str, Any]) -> None:
     configs = [bundle_file(bundle, "configs/train.json"), bundle_file(bundle, "configs/evaluate.json")]
     check_overrides(configs, override)
     from monai.bundle import run
 
     run("run", config_file=configs, **_common(bundle, override))
-    output_dir = override.get("output_dir", os.path.join(override.get("bundle_root", bundle), "eval"))
-    with open(os.path.join(output_dir, "metrics.json")) as f:
-        metrics = json.load(f)
-    print(json.dumps(metrics, indent=2))
 
 
 def export(
@@ -116,9 +134,21 @@ def export(
         output_dir: where to write ``model.ts`` / ``model.onnx``; default the bundle's ``models/``.
         override: config overrides.
     """
+    for path in _export(bundle, onnx, ckpt_file, output_dir, override):
+        print(path)
+
+
+def _export(
+    bundle: str, onnx: bool, ckpt_file: str | None, output_dir: str | None, override: dict[str, Any]
+) -> list[str]:
+    """Write the exports and refresh the model card's checksums; the written paths."""
     ckpt = ckpt_file or bundle_file(bundle, "models/model.pt")
     shape = input_shape(bundle)
     from monai.bundle import ckpt_export, onnx_export
+
+    from monai_kd.run_summary import quiet_third_party
+
+    quiet_third_party(_VERBOSE)  # again after importing torch (it resets its loggers) and after any bundle run
 
     common = {
         "net_id": "network_def",
@@ -136,13 +166,14 @@ def export(
     if onnx:
         written.append(os.path.join(out, "model.onnx"))
         dynamic = {"input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
+        if not _VERBOSE:  # the exporter's step-by-step progress lines, shown with --verbose
+            dynamic["verbose"] = False
         onnx_export(filepath=written[1], use_trace=True, converter_kwargs=dynamic, **common)
     if os.path.basename(os.path.normpath(out)) == "models":  # a model card beside it records the new checksums
         from monai_kd.model_card import refresh_exports
 
         refresh_exports(os.path.dirname(os.path.normpath(out)) or ".")
-    for path in written:
-        print(path)
+    return written
 
 
 def results(bundle: str, key: str = "model") -> None:
@@ -159,7 +190,7 @@ def results(bundle: str, key: str = "model") -> None:
 
 
 def pipeline(bundle: str, resume: bool = True, **override: Any) -> None:
-    """Train every stage, evaluate every model on the test split, then export the student.
+    """Train every stage, evaluate every model on the test split, then export the student; end with a summary.
 
     Leaves ``models/model.pt`` (student), ``models/model.ts`` and ``models/model.onnx`` (exports),
     ``models/teacher.pt``, ``models/student_alone.pt`` and ``eval/metrics.json`` under ``bundle_root``.
@@ -169,10 +200,11 @@ def pipeline(bundle: str, resume: bool = True, **override: Any) -> None:
         resume: continue interrupted stages and skip finished ones (``--resume false``: retrain everything).
         override: config overrides shared by all steps, e.g. ``--bundle_root DIR --dataset_dir DIR``.
     """
-    train(bundle, stage="all", resume=resume, **override)
-    evaluate(bundle, **override)
+    _train(bundle, "all", resume, override)
+    _evaluate(bundle, override)
     root = override.get("bundle_root", bundle)
-    export(bundle, ckpt_file=os.path.join(root, "models", "model.pt"), output_dir=os.path.join(root, "models"))
+    _export(bundle, True, os.path.join(root, "models", "model.pt"), os.path.join(root, "models"), {})
+    _summary(bundle, override, "run")
 
 
 def infer_dicom(
@@ -186,6 +218,7 @@ def infer_dicom(
     ckpt_file: str | None = None,
     device: str = "cpu",
     all_series: bool = False,
+    force: bool = False,
 ) -> None:
     """Run a bundle's student on a DICOM series (or a NIfTI file) and write DICOM SEG / SR outputs.
 
@@ -205,6 +238,8 @@ def infer_dicom(
         device: ``cpu`` or ``cuda:N``.
         all_series: run on every series of a folder of studies (selected by ``modality`` / ``description`` if
             given), loading the model once.
+        force: run on a series outside the bundle's input contract (metadata ``input_contract``); the SR / SEG and
+            the JSON record the override.
     """
     if not os.path.exists(input):  # answered before torch / MONAI are imported
         raise FileNotFoundError(f"input does not exist: '{input}'.")
@@ -215,14 +250,14 @@ def infer_dicom(
 
         progress = lambda done, total, uid: print(f"[{done}/{total}] {uid}", file=sys.stderr)  # noqa: E731
         for path in infer_dicom_folder(bundle, input, output, modality=modality, description=description, nifti=nifti,
-                                       ckpt_file=ckpt_file, device=device, progress=progress):
+                                       ckpt_file=ckpt_file, device=device, progress=progress, force=force):
             print(path)
         return
     from monai_kd.dicom_inference import infer_dicom as _infer
 
     written = _infer(
         bundle, input, output, modality=modality, description=description, series_uid=series_uid,
-        nifti=nifti, ckpt_file=ckpt_file, device=device,
+        nifti=nifti, ckpt_file=ckpt_file, device=device, force=force,
     )
     for path in written:
         print(path)
@@ -246,6 +281,7 @@ def serve(
     max_slices: int = 2000,
     max_associations: int = 16,
     min_free_mb: float = 500.0,
+    force: bool = False,
 ) -> None:
     """Run a DICOM node: receive series by C-STORE, run a bundle's student, send the SEG / SR back.
 
@@ -272,6 +308,8 @@ def serve(
         max_slices: larger series are refused.
         max_associations: associations served at once.
         min_free_mb: refuse instances (Out of Resources) below this free disk space.
+        force: with ``bundle``: run it on series outside its input contract (recorded in the outputs); by default
+            they are quarantined with the reason. With ``routes``, set ``"force": true`` on the route instead.
     """
     import logging
 
@@ -281,12 +319,12 @@ def serve(
     if (bundle is None) == (routes is None):
         raise BundleError("give either --bundle (one bundle for every series) or --routes (a rules file).")
     if routes is not None:
-        if ckpt_file or modality or description:
-            raise BundleError("--ckpt_file, --modality and --description go with --bundle; put them in the routes file.")
+        if ckpt_file or modality or description or force:
+            raise BundleError("--ckpt_file, --modality, --description and --force go with --bundle; put them in the routes file.")
         rules = load_routes(routes)
     else:
         entry = {"name": os.path.basename(os.path.normpath(bundle)), "bundle": bundle, "ckpt_file": ckpt_file,
-                 "modality": modality, "description": description}
+                 "modality": modality, "description": description, "force": force}
         rules = load_routes([entry])
     node = DicomNode(
         work_dir, rules, ae_title=ae_title, host=host, port=port, quiet_time=quiet_time, workers=workers,
@@ -314,6 +352,7 @@ def infer_dicomweb(
     output: str | None = None,
     store: bool = True,
     device: str = "cpu",
+    force: bool = False,
 ) -> None:
     """Pull a series with WADO-RS, run a bundle's student, store the SEG / SR back with STOW-RS.
 
@@ -328,11 +367,12 @@ def infer_dicomweb(
         output: also keep the outputs in this folder.
         store: store the DICOM result back with STOW-RS (``--nostore`` to skip).
         device: ``cpu`` or ``cuda:N``.
+        force: run on a series outside the bundle's input contract; the outputs record the override.
     """
     from monai_kd.node.dicomweb import infer_dicomweb as _infer
 
     result = _infer(url, study, bundle, series_uid=series, modality=modality, description=description,
-                    ckpt_file=ckpt_file, output=output, store=store, device=device)
+                    ckpt_file=ckpt_file, output=output, store=store, device=device, force=force)
     print(json.dumps(result, indent=2))
 
 
@@ -342,15 +382,30 @@ def verify(bundle: str) -> None:
     print(f"{bundle}: metadata verified")
 
 
+_VERBOSE = False
+
+
 def main() -> None:
-    """Entry point of the ``monai-kd`` console script."""
+    """Entry point of the ``monai-kd`` console script.
+
+    ``--verbose`` (anywhere on the command line) shows the third-party logs and warnings (ONNX exporter,
+    onnxscript, deprecations) that are kept quiet by default.
+    """
+    global _VERBOSE
     import fire
+
+    from monai_kd.run_summary import quiet_third_party
+
+    argv = sys.argv[1:]
+    _VERBOSE = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    quiet_third_party(_VERBOSE)
 
     # fire's help text asks IPython's object inspector for docstrings when IPython is installed (~1 s of imports)
     # and falls back to ``inspect`` without it: keep ``monai-kd --help`` fast (``--interactive`` is not offered).
     sys.modules.setdefault("IPython", None)  # type: ignore[arg-type]
     try:
-        fire.Fire({"run": pipeline, "infer-dicom": infer_dicom, "serve": serve, "infer-dicomweb": infer_dicomweb, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
+        fire.Fire(command=argv, component={"run": pipeline, "infer-dicom": infer_dicom, "serve": serve, "infer-dicomweb": infer_dicomweb, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
     except Exception as e:  # report the root cause in one line; MONAI wraps config errors in RuntimeErrors
         cause = root_cause(e)
         if not isinstance(cause, CLEAR_ERRORS):

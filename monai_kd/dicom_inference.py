@@ -56,6 +56,7 @@ from monai.data import NibabelReader
 from monai.inferers import SliceInferer
 
 from monai_kd.bundle_utils import BundleError, bundle_file
+from monai_kd.input_contract import check_input, override_note
 from monai_kd.io.atomic import atomic_paths, check_output_dir
 from monai_kd.io.dicom_series import DicomInputError, DicomSeries, DicomSeriesReader, list_series, load_dicom_series
 
@@ -317,8 +318,13 @@ def infer_dicom(
     ckpt_file: str | None = None,
     device: str = "cpu",
     timings: dict | None = None,
+    force: bool = False,
 ) -> list[str]:
     """Run the bundle's student on a DICOM series or a NIfTI file and write SEG/NIfTI or SR/JSON outputs.
+
+    The input is checked against the bundle's ``input_contract`` (:mod:`monai_kd.input_contract`) and refused unless
+    ``force``; the weights are checked against the bundle's model card when one records them
+    (:func:`monai_kd.model_card.card_for_model`), and the outputs name the card's version.
 
     Args:
         bundle: bundle folder, e.g. ``bundles/kd``.
@@ -335,6 +341,7 @@ def infer_dicom(
             ``preprocess`` (the rest of the bundle's preprocessing), ``model_load`` (config parsing, network and
             weights), ``inference`` (the bundle's inferer), ``postprocess`` (the bundle's postprocessing),
             ``write`` (label map back on the input grid, building and writing the outputs) and ``total``.
+        force: run on an input outside the bundle's input contract; the outputs record the override.
 
     Returns:
         The written paths.
@@ -347,7 +354,8 @@ def infer_dicom(
     """
     begin = time.perf_counter()
     input, output = os.fspath(input), os.fspath(output)
-    task = bundle_task(_metadata(bundle))
+    meta = _metadata(bundle)
+    task = bundle_task(meta)
     if not os.path.exists(input):
         raise FileNotFoundError(f"input does not exist: '{input}'.")
     out_dir = check_output_dir(output, input)
@@ -355,12 +363,14 @@ def infer_dicom(
     if _is_nifti(input):
         if modality or description or series_uid:
             raise DicomInputError("--modality, --description and --series_uid select DICOM series; the input is NIfTI.")
+        contract = check_input(meta, input=input, force=force, bundle=bundle)
     else:
         with _timed(timings, "read"):
             series = load_dicom_series(input, modality=modality, description=description, series_uid=series_uid)
+        contract = check_input(meta, series=series, force=force, bundle=bundle)  # before decoding or building
         check_series(series, task, timings)
     predictor = BundlePredictor(bundle, ckpt_file=ckpt_file, device=device, timings=timings)
-    written = predictor.predict(input, out_dir, series=series, nifti=nifti, timings=timings)
+    written = predictor.predict(input, out_dir, series=series, nifti=nifti, timings=timings, contract=contract)
     if timings is not None:
         timings["total"] = timings.get("total", 0.0) + time.perf_counter() - begin
     return written
@@ -412,6 +422,11 @@ class BundlePredictor:
         self.task = bundle_task(self.meta)
         self.name = str(self.meta.get("name") or Path(self.bundle).resolve().name)
         self.device = torch.device(device)
+        from monai_kd.model_card import card_for_model
+
+        ckpt = ckpt_file or os.path.join(self.bundle, "models", "model.pt")
+        self.card = card_for_model(ckpt) if os.path.isfile(ckpt) else None  # refuses weights altered after the card
+        self.version = str(self.card["card_version"] if self.card else self.meta.get("version", ""))
         with _timed(timings, "model_load"):
             parser = _parser(self.bundle, self.device)
             self.key, self.spatial_dims = _input_spec(self.meta)
@@ -428,6 +443,8 @@ class BundlePredictor:
         series: DicomSeries | None = None,
         nifti: bool = False,
         timings: dict | None = None,
+        force: bool = False,
+        contract: dict | None = None,
     ) -> list[str]:
         """Run the student on one input and write its outputs (see :func:`infer_dicom`).
 
@@ -437,10 +454,19 @@ class BundlePredictor:
             series: the selected DICOM series (``None`` for NIfTI input).
             nifti: also write a segmentation of DICOM input as NIfTI.
             timings: optional stage timings.
+            force: run on an input outside the bundle's input contract (the outputs record the override).
+            contract: the :func:`~monai_kd.input_contract.check_input` record, when the caller checked already.
 
         Returns:
             The written paths.
+
+        Raises:
+            InputContractError: the input is outside the bundle's input contract and ``force`` is false.
         """
+        if contract is None:
+            contract = check_input(self.meta, series=series, input=None if series is not None else input, force=force,
+                                   bundle=self.bundle)
+        provenance = {"version": self.version, "card": self.card, "contract": contract}
         reader = DicomSeriesReader(series=series) if series is not None else NibabelReader()
         slice_wise = isinstance(self.inferer, SliceInferer)
         data = _load(
@@ -457,9 +483,9 @@ class BundlePredictor:
         with _timed(timings, "write"):
             if self.task == "segmentation":
                 return _write_segmentation(
-                    data, self.key, self.preprocessing, self.meta, self.name, series, prefix, input, nifti
+                    data, self.key, self.preprocessing, self.meta, self.name, series, prefix, input, nifti, provenance
                 )
-            return _write_classification(data, self.meta, self.name, series, prefix, input)
+            return _write_classification(data, self.meta, self.name, series, prefix, input, provenance)
 
 
 def _write_segmentation(
@@ -472,6 +498,7 @@ def _write_segmentation(
     prefix: Path,
     input: str,
     nifti: bool,
+    provenance: dict | None = None,
 ) -> list[str]:
     """Write ``<prefix>.seg.dcm`` (DICOM input; plus ``.seg.nii.gz`` if ``nifti``) or ``<prefix>.seg.nii.gz``."""
     channel_def = _channel_def(meta)
@@ -487,8 +514,14 @@ def _write_segmentation(
         return targets
     from monai_kd.io.dicom_seg import build_dicom_seg
 
-    version = str(meta.get("version", ""))
-    seg = build_dicom_seg(array, series, channel_def, affine=affine, algorithm_name=name, algorithm_version=version)
+    provenance = provenance or {}
+    version = str(provenance.get("version") or meta.get("version", ""))
+    note = override_note(provenance.get("contract"))
+    seg = build_dicom_seg(array, series, channel_def, affine=affine, algorithm_name=name, algorithm_version=version,
+                          series_description=f"SEG {name} FORCED" if note else None)
+    if note:  # a forced run on input outside the contract says so in the object itself
+        seg.ContentDescription = "FORCED: input outside the model's contract"[:64]
+        seg.ImageComments = note[:10240]
     targets = [f"{prefix}.seg.dcm"] + ([f"{prefix}.seg.nii.gz"] if nifti else [])
     with atomic_paths(*targets, protect=(input, *series.files)) as temps:
         seg.save_as(temps[0], enforce_file_format=True)
@@ -498,7 +531,8 @@ def _write_segmentation(
 
 
 def _write_classification(
-    data: dict, meta: dict, name: str, series: DicomSeries | None, prefix: Path, input: str
+    data: dict, meta: dict, name: str, series: DicomSeries | None, prefix: Path, input: str,
+    provenance: dict | None = None,
 ) -> list[str]:
     """Write ``<prefix>.classification.json`` and, for DICOM input, ``<prefix>.sr.dcm`` first."""
     channel_def = _channel_def(meta)
@@ -506,7 +540,10 @@ def _write_classification(
     class_names = [channel_def.get(str(i), f"class_{i}") for i in range(n_classes)]
     probabilities = _probabilities(data["pred"], class_names)
     slice_index = data.get(SLICE_KEY)
-    version = str(meta.get("version", ""))
+    provenance = provenance or {}
+    version = str(provenance.get("version") or meta.get("version", ""))
+    card = provenance.get("card")
+    note = override_note(provenance.get("contract"))
     summary: dict[str, Any] = {
         "task": "classification",
         "bundle": name,
@@ -515,6 +552,8 @@ def _write_classification(
         "predicted_class": class_names[int(probabilities.argmax())],
         "probabilities": {c: float(p) for c, p in zip(class_names, probabilities, strict=True)},
         "slice_index": slice_index,
+        "model_card": None if card is None else {"card_version": card.get("card_version"), "bundle": card.get("bundle")},
+        "input_contract": provenance.get("contract"),
     }
     targets = [f"{prefix}.classification.json"]
     sr = None
@@ -533,7 +572,8 @@ def _write_classification(
             derived_uids=list(series.derived_uids),
         )
         sr = build_classification_sr(
-            probabilities, class_names, series, slice_index=slice_index, algorithm_name=name, algorithm_version=version
+            probabilities, class_names, series, slice_index=slice_index, algorithm_name=name, algorithm_version=version,
+            series_description=f"Classification {name} FORCED" if note else None,
         )
         targets.insert(0, f"{prefix}.sr.dcm")
     summary["outputs"] = targets
@@ -556,6 +596,7 @@ def infer_dicom_folder(
     device: str = "cpu",
     timings: dict | None = None,
     progress: Any = None,
+    force: bool = False,
 ) -> list[str]:
     """Run the bundle's student on **every** DICOM series of a folder of studies with one loaded model.
 
@@ -575,6 +616,7 @@ def infer_dicom_folder(
         device: torch device.
         timings: optional stage seconds summed over the series (see :func:`infer_dicom`), plus ``series``.
         progress: optional callable ``progress(done, total, series_uid)`` after each series.
+        force: run on series outside the bundle's input contract (else they fail, named, and the others run).
 
     Returns:
         The written paths of every series.
@@ -607,7 +649,7 @@ def infer_dicom_folder(
             with _timed(timings, "read"):
                 series = load_dicom_series(list(summary.files), series_uid=summary.series_uid)
             check_series(series, predictor.task, timings)
-            written += predictor.predict(series.source, out_dir, series=series, nifti=nifti, timings=timings)
+            written += predictor.predict(series.source, out_dir, series=series, nifti=nifti, timings=timings, force=force)
         except (ValueError, OSError) as error:  # DicomInputError, BundleError, unreadable files: keep going
             failed.append(f"  - {summary}: {type(error).__name__}: {error}")
         if progress is not None:

@@ -6,7 +6,14 @@ are the model and have they been altered, under which licence may it be used. :f
 from the files an evaluation leaves (``eval/metrics.json``, ``eval/predictions.json`` written by
 :class:`monai_kd.handlers.PredictionWriter`), the bundle's ``configs/metadata.json`` and the exported model files,
 and writes ``eval/model_card.json`` and ``eval/model_card.md``. Test metrics carry 95% bootstrap confidence
-intervals resampled by subject (person) where subjects are known (:func:`monai_kd.metrics.bootstrap_ci`).
+intervals resampled by subject (person) where subjects are known (:func:`monai_kd.metrics.bootstrap_ci`):
+classification records hold per-sample class probabilities (accuracy, AUC, NLL, ECE); segmentation records hold
+per-image Dice (``"reduction": "mean"``, the mean over images) or per-image foreground true/false positive and false
+negative pixel counts (``"reduction": "pooled"``, Dice of the summed counts, as MONAI's ``ConfusionMatrix`` reports).
+
+The card also quotes the licence of the training data (the ``SOURCE.txt`` of the data folder), the latency measured
+by ``scripts/bench_latency.py`` (``docs/bench_latency.json``) when that benchmark was run, and carries a
+``card_version`` (the bundle version and a digest of the card's content) that DICOM outputs name.
 
 :func:`verify_model_file` checks a model file against the checksum its card recorded, so a deployment can refuse a
 model that is not the one the card describes.
@@ -18,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 from collections.abc import Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -31,6 +39,10 @@ from monai_kd.metrics.uncertainty import bootstrap_ci, expected_calibration_erro
 __all__ = [
     "CARD_NAME",
     "build_model_card",
+    "card_for_model",
+    "configuration_metadata",
+    "data_licence",
+    "write_segmentation_records",
     "refresh_exports",
     "split_sizes",
     "verify_model_file",
@@ -40,6 +52,8 @@ __all__ = [
 CARD_NAME = "model_card"
 #: exported files of a bundle's student whose checksums the card records (those that exist)
 EXPORT_FILES = ("models/model.pt", "models/model.ts", "models/model.onnx")
+#: fewer resampling units than this: the card warns that the interval is not reliable
+FEW_SUBJECTS = 10
 _PACKAGES = ("monai-kd", "torch", "monai", "pytorch-ignite", "numpy", "onnx", "onnxruntime", "highdicom", "pydicom")
 
 
@@ -84,25 +98,96 @@ _METRICS = {
 }
 
 
+def _groups(subjects: Sequence | None, n: int) -> tuple[list | None, dict[str, Any]]:
+    """Subjects to resample by (``None``: each sample is its own subject) and the card's description of them."""
+    by_subject = bool(subjects) and len(subjects) == n and all(s is not None for s in subjects)  # type: ignore[arg-type]
+    groups = len(set(subjects)) if by_subject else n  # type: ignore[arg-type]
+    out = {
+        "samples": int(n),
+        "subjects": int(groups) if by_subject else None,
+        "resampled_by": "subject" if by_subject else "sample (no subject ids: each sample counts as one person)",
+    }
+    if groups < FEW_SUBJECTS:
+        out["warning"] = (f"only {groups} {'subjects' if by_subject else 'samples'}: a bootstrap over so few cannot give "
+                          "a reliable 95% interval (it understates the uncertainty)")
+    return (list(subjects) if by_subject else None), out  # type: ignore[arg-type]
+
+
+def _interval(fn: Any, *arrays: np.ndarray, subjects: list | None, n_resamples: int, seed: int) -> dict[str, Any]:
+    try:
+        value, low, high = bootstrap_ci(fn, *arrays, subjects=subjects, n_resamples=n_resamples, seed=seed)
+    except ValueError:
+        value, low, high = float("nan"), float("nan"), float("nan")
+    return {"value": value, "ci95": [low, high]}
+
+
 def _classification_metrics(record: Mapping[str, Any], n_resamples: int, seed: int) -> dict[str, Any]:
     probs = np.asarray(record["probs"], dtype=np.float64)
     labels = np.asarray(record["labels"], dtype=np.int64)
-    subjects = record.get("subjects")
-    by_subject = bool(subjects) and all(s is not None for s in subjects)
-    out: dict[str, Any] = {
-        "samples": int(len(labels)),
-        "subjects": int(len(set(subjects))) if by_subject else None,
-        "resampled_by": "subject" if by_subject else "sample (no subject ids: each sample counts as one person)",
-    }
+    subjects, out = _groups(record.get("subjects"), len(labels))
+    out["task"] = "classification"
     for name, fn in _METRICS.items():
-        try:
-            value, low, high = bootstrap_ci(
-                fn, probs, labels, subjects=subjects if by_subject else None, n_resamples=n_resamples, seed=seed
-            )
-        except ValueError:
-            value, low, high = float("nan"), float("nan"), float("nan")
-        out[name] = {"value": value, "ci95": [low, high]}
+        out[name] = _interval(fn, probs, labels, subjects=subjects, n_resamples=n_resamples, seed=seed)
     return out
+
+
+def _pooled_dice(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
+    denominator = 2.0 * tp.sum() + fp.sum() + fn.sum()
+    return 1.0 if denominator == 0 else float(2.0 * tp.sum() / denominator)
+
+
+def _segmentation_metrics(record: Mapping[str, Any], n_resamples: int, seed: int) -> dict[str, Any]:
+    reduction = record.get("reduction", "mean")
+    if reduction == "pooled":
+        tp, fp, fn = (np.asarray(record[k], dtype=np.float64) for k in ("tp", "fp", "fn"))
+        subjects, out = _groups(record.get("subjects"), len(tp))
+        out["dice"] = _interval(_pooled_dice, tp, fp, fn, subjects=subjects, n_resamples=n_resamples, seed=seed)
+        out["dice_reduction"] = "pooled: 2 sum(TP) / (2 sum(TP) + sum(FP) + sum(FN)) over the images"
+    elif reduction == "mean":
+        dice = np.asarray(record["dice"], dtype=np.float64)
+        subjects, out = _groups(record.get("subjects"), len(dice))
+        out["dice"] = _interval(np.mean, dice, subjects=subjects, n_resamples=n_resamples, seed=seed)
+        out["dice_reduction"] = "mean of the per-image Dice"
+    else:
+        raise ValueError(f"model card: unknown segmentation record reduction '{reduction}' (expected pooled or mean).")
+    out["task"] = "segmentation"
+    return out
+
+
+def _test_metrics(record: Mapping[str, Any], n_resamples: int, seed: int) -> dict[str, Any]:
+    """Metrics with intervals of one model's per-sample record (classification or segmentation)."""
+    if "probs" in record:
+        return _classification_metrics(record, n_resamples, seed)
+    return _segmentation_metrics(record, n_resamples, seed)
+
+
+def write_segmentation_records(
+    results: Mapping[str, Mapping[str, Any]], items: Sequence[Mapping], filepath: str | os.PathLike,
+    subject_key: str = "subject",
+) -> dict[str, Any]:
+    """Store per-image Dice and subjects of :func:`monai_kd.metrics.segmentation.evaluate_checkpoints` results.
+
+    Args:
+        results: ``{model name: {"dice_per_image": [...], ...}}``.
+        items: the evaluated datalist items, in the evaluated order (their ``subject_key`` names the person).
+        filepath: the predictions JSON to create or update (other models kept).
+        subject_key: item field naming the subject.
+
+    Returns:
+        the records written.
+    """
+    subjects = [str(i[subject_key]) if subject_key in i else None for i in items]
+    path = Path(filepath)
+    content = json.loads(path.read_text()) if path.is_file() else {}
+    for name, result in results.items():
+        dice = list(result["dice_per_image"])
+        if len(dice) != len(subjects):
+            raise ValueError(f"model card: {len(dice)} per-image Dice values of '{name}' for {len(subjects)} items.")
+        content[name] = {"dice": dice, "subjects": subjects, "reduction": "mean"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_paths(path) as (tmp,):
+        Path(tmp).write_text(json.dumps(content))
+    return content
 
 
 def _versions() -> dict[str, str]:
@@ -124,6 +209,85 @@ def _read_json(path: Path, what: str) -> dict:
         raise ValueError(f"model card: {what} {path} is not valid JSON ({exc.msg}, line {exc.lineno}).") from exc
 
 
+def data_licence(data_dir: str | os.PathLike | None) -> str | None:
+    """The licence statement of a data folder: the paragraph of its ``SOURCE.txt`` (or ``README.md``) naming it.
+
+    Args:
+        data_dir: the data folder a bundle was trained on (``None``: not known).
+
+    Returns:
+        from the first line starting with "License"/"Licence" (else the first line mentioning one) to the end of
+        its paragraph (at most three lines), with the file they come from; ``None`` when no such file or line exists.
+    """
+    if data_dir is None:
+        return None
+    for name in ("SOURCE.txt", "README.md", "LICENSE"):
+        path = Path(data_dir) / name
+        if not path.is_file():
+            continue
+        lines = path.read_text(errors="replace").splitlines()
+        starts = [i for i, line in enumerate(lines) if re.match(r"\s*licen[cs]es?\b", line, re.IGNORECASE)]
+        mentions = [i for i, line in enumerate(lines) if re.search(r"licen[cs]e", line, re.IGNORECASE)]
+        if not (starts or mentions):
+            continue
+        first = (starts or mentions)[0]  # a "License: ..." line, else the first line naming a licence
+        chosen = [lines[first].strip()]
+        for line in lines[first + 1 : first + 3]:  # its continuation and a citation, not the next field
+            if not line.strip() or (re.match(r"\s*[A-Z][\w ]*:", line) and not line.lstrip().startswith("Cite")):
+                break
+            chosen.append(line.strip())
+        return f"{' '.join(chosen)} (from {path})"
+    return None
+
+
+def configuration_metadata(metadata: Mapping[str, Any], configuration: str | None = None) -> dict[str, Any]:
+    """A bundle's metadata for one of its configurations (e.g. emtkd's ``classification`` form).
+
+    ``metadata["configurations"][configuration]`` (task, data source, licence, input contract, network data format
+    of that form) replaces the top-level keys of the same name; ``None`` gives the default configuration.
+
+    Raises:
+        KeyError: the metadata declares no such configuration.
+    """
+    meta = {k: v for k, v in metadata.items() if k != "configurations"}
+    if configuration is None:
+        return meta
+    forms = metadata.get("configurations", {})
+    if configuration not in forms:
+        raise KeyError(f"metadata declares no configuration '{configuration}' (has {sorted(forms)}).")
+    return {**meta, **forms[configuration], "configuration": configuration}
+
+
+#: the latency benchmark's output (``scripts/bench_latency.py``), in the repository holding this package
+LATENCY_FILE = Path(__file__).resolve().parents[1] / "docs" / "bench_latency.json"
+
+
+def _latency(latency_file: str | os.PathLike | None, bundle: str) -> dict[str, Any] | str:
+    """Median latency (ms, batch 1, one thread) of each model of ``bundle`` from a benchmark JSON, if measured."""
+    path = Path(latency_file) if latency_file is not None else LATENCY_FILE
+    not_measured = f"not measured (no benchmark record of '{bundle}' in {path}; run scripts/bench_latency.py)"
+    if not path.is_file():
+        return not_measured
+    try:
+        bench = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return not_measured
+    records = [r for r in bench.get("records", []) if r.get("bundle") == bundle and r.get("batch") == 1
+               and r.get("threads") == 1]
+    if not records:
+        return not_measured
+    models: dict[str, dict[str, float]] = {}
+    for r in records:
+        models.setdefault(r["model"], {})[r["runtime"]] = round(1000 * float(r["median_s"]), 3)
+    return {
+        "source": str(path),
+        "machine": bench.get("machine"),
+        "busy": bench.get("busy"),
+        "setting": "median ms per image, batch 1, 1 thread",
+        "median_ms": models,
+    }
+
+
 def build_model_card(
     bundle_root: str | os.PathLike,
     student: str,
@@ -133,8 +297,11 @@ def build_model_card(
     output_dir: str | os.PathLike | None = None,
     meta_file: str | os.PathLike | None = None,
     metadata: Mapping[str, Any] | None = None,
+    configuration: str | None = None,
     export_files: Sequence[str] = EXPORT_FILES,
     latency_file: str | os.PathLike | None = None,
+    bundle_name: str | None = None,
+    data_dir: str | os.PathLike | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -150,8 +317,13 @@ def build_model_card(
         meta_file: the bundle's metadata file; default ``bundle_root/configs/metadata.json``.
         metadata: the metadata itself (e.g. ``"@_meta_"`` in a bundle config, which holds the ``meta_file`` the run
             was given); used instead of ``meta_file`` when not empty.
+        configuration: a non-default configuration declared under the metadata's ``configurations`` (see
+            :func:`configuration_metadata`).
         export_files: model files (relative to ``bundle_root``) whose checksums are recorded, where they exist.
-        latency_file: optional JSON of measured latencies to quote (``{model name: {...}}``).
+        latency_file: benchmark JSON of ``scripts/bench_latency.py``; default the repository's
+            ``docs/bench_latency.json``. Without a record of this bundle the card says "not measured".
+        bundle_name: the bundle's name in the benchmark records; default the folder name of ``bundle_root``.
+        data_dir: the training data folder, whose ``SOURCE.txt`` states the data's licence.
         n_resamples: bootstrap resamples of each interval.
         seed: seed of the bootstrap.
 
@@ -165,6 +337,7 @@ def build_model_card(
         meta = dict(metadata)
     else:
         meta = _read_json(Path(meta_file) if meta_file is not None else root / "configs" / "metadata.json", "metadata")
+    meta = configuration_metadata(meta, configuration)
     metrics = _read_json(out_dir / "metrics.json", "metrics file")
     predictions = _read_json(out_dir / "predictions.json", "predictions file")
     models: dict[str, Any] = {}
@@ -178,36 +351,54 @@ def build_model_card(
         models[name] = {
             "role": role,
             "parameters": metrics[name].get("parameters"),
-            "evaluator_metrics": {k: v for k, v in metrics[name].items() if k != "parameters"},
-            "test": _classification_metrics(predictions[name], n_resamples, seed),
+            "evaluator_metrics": {k: v for k, v in metrics[name].items() if k not in ("parameters", "dice_per_image")},
+            "test": _test_metrics(predictions[name], n_resamples, seed),
         }
+    task = models[student]["test"]["task"]
     exports = _exports(root, export_files)
-    latency = None
-    if latency_file is not None and Path(latency_file).is_file():
-        latency = json.loads(Path(latency_file).read_text())
     params_t = [models[t]["parameters"] for t in teachers if models[t]["parameters"]]
     params_s = models[student]["parameters"]
     fmt = meta.get("network_data_format", {})
+    if task == "classification":
+        names = fmt.get("outputs", {}).get("pred", {}).get("channel_def", {})
+        positive = names.get("1", "class 1")
+        decision = {
+            "rule": "argmax of the class probabilities",
+            "threshold": 0.5,
+            "text": f"predict '{positive}' when its probability is >= 0.5 (two classes: the argmax); no threshold "
+            "was tuned on the validation split",
+        }
+    else:
+        decision = {
+            "rule": "argmax of the per-pixel class probabilities",
+            "threshold": 0.5,
+            "text": "a pixel is foreground when its foreground probability is >= 0.5 (two classes: the argmax); "
+            "no threshold was tuned",
+        }
     return {
         "generated_by": "monai_kd.model_card.write_model_card (generated from the evaluation; do not edit by hand)",
-        "bundle": root.name,
+        "bundle": bundle_name or root.name,
+        "configuration": meta.get("configuration", "default"),
         "version": meta.get("version"),
         "task": meta.get("task"),
         "intended_use": meta.get("intended_use"),
         "method": meta.get("distillation", {}),
-        "training_data": {"source": meta.get("data_source"), "splits": dict(splits or {})},
-        "licence": meta.get("license"),
+        "training_data": {
+            "source": meta.get("data_source"),
+            "folder": None if data_dir is None else str(data_dir),
+            "splits": dict(splits or {}),
+        },
+        "licence": {"bundle": meta.get("license"), "training_data": data_licence(data_dir)},
         "models": models,
-        "decision_rule": "argmax of the class probabilities (for two classes: predict class 1 when p1 >= 0.5); "
-        "no threshold was tuned",
-        "input_contract": {"inputs": fmt.get("inputs", {}), **meta.get("input_contract", {})},
+        "decision_rule": decision,
+        "input_contract": {**meta.get("input_contract", {}), "network_input": fmt.get("inputs", {})},
         "outputs": fmt.get("outputs", {}),
         "size": {
             "student_parameters": params_s,
             "teacher_parameters": params_t,
             "teacher_to_student": [round(p / params_s, 1) for p in params_t] if params_s else [],
         },
-        "latency": latency or "not measured here: latency comes from a benchmark on an idle machine",
+        "latency": _latency(latency_file, bundle_name or root.name),
         "exports": exports,
         "versions": _versions(),
         "bootstrap": {"resamples": n_resamples, "seed": seed, "level": 0.95, "method": "percentile"},
@@ -223,7 +414,17 @@ def _exports(root: Path, export_files: Sequence[str]) -> list[dict[str, Any]]:
     ]
 
 
-def _write(card: Mapping[str, Any], out_dir: Path) -> None:
+def card_version(card: Mapping[str, Any]) -> str:
+    """``<bundle version>+card.<first 10 hex digits of the SHA-256 of the card's content>``.
+
+    Any change of the card (a new evaluation, new exports) gives a new version; DICOM outputs name it.
+    """
+    content = json.dumps({k: v for k, v in card.items() if k != "card_version"}, sort_keys=True, default=float)
+    return f"{card.get('version') or '0'}+card.{hashlib.sha256(content.encode()).hexdigest()[:10]}"
+
+
+def _write(card: dict[str, Any], out_dir: Path) -> None:
+    card["card_version"] = card_version(card)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / f"{CARD_NAME}.json", out_dir / f"{CARD_NAME}.md"
     with atomic_paths(json_path, md_path) as (tmp_json, tmp_md):
@@ -248,49 +449,75 @@ def refresh_exports(bundle_root: str | os.PathLike, output_dir: str | os.PathLik
     return card
 
 
-def _cell(metric: Mapping[str, Any]) -> str:
-    value, (low, high) = metric["value"], metric["ci95"]
-    if not np.isfinite(value):
+def _cell(metric: Mapping[str, Any] | None) -> str:
+    if metric is None:
         return "n/a"
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if np.isfinite(low) else f"{value:.3f}"
+    value, (low, high) = metric["value"], metric["ci95"]
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]" if np.isfinite(low) else f"{value:.3f} (no interval)"
+
+
+#: metrics with intervals shown per task: (key, column title)
+TABLE_METRICS = {
+    "classification": (("accuracy", "accuracy"), ("auc", "AUC"), ("nll", "NLL"), ("ece", "ECE")),
+    "segmentation": (("dice", "Dice"),),
+}
 
 
 def render_markdown(card: Mapping[str, Any]) -> str:
     """The card as Markdown."""
+    licence = card.get("licence") or {}
+    if not isinstance(licence, Mapping):
+        licence = {"bundle": licence, "training_data": None}
     lines = [
         f"# Model card: {card['bundle']} {card.get('version') or ''}".rstrip(),
         "",
-        f"_{card['generated_by']}._",
+        f"_{card['generated_by']}._ Card version `{card.get('card_version')}`; configuration "
+        f"`{card.get('configuration', 'default')}`.",
         "",
         f"**Task**: {card.get('task')}  ",
         f"**Intended use**: {card.get('intended_use')}  ",
-        f"**Licence (code and data)**: {card.get('licence')}",
+        f"**Licence (bundle)**: {licence.get('bundle')}  ",
+        f"**Licence of the training data**: {licence.get('training_data') or 'see the data source'}",
         "",
         "## Method",
         "",
     ]
     lines += [f"- {k}: {v}" for k, v in card["method"].items()] or ["- (not stated in metadata)"]
-    lines += ["", "## Training data", "", f"Source: {card['training_data']['source']}", ""]
-    splits = card["training_data"]["splits"]
+    data = card["training_data"]
+    lines += ["", "## Training data", "", f"Source: {data['source']}" + (f" (folder `{data['folder']}`)" if data.get("folder") else ""), ""]
+    splits = data["splits"]
     if splits:
         lines += ["| split | images | subjects |", "|---|---:|---:|"]
         lines += [f"| {n} | {s['images']} | {s['subjects'] if s['subjects'] is not None else 'not recorded'} |" for n, s in splits.items()]
+    first = next(iter(card["models"].values()))["test"]
+    task = first.get("task", "classification")
+    columns = TABLE_METRICS[task]
     lines += ["", "## Test metrics (95% bootstrap confidence intervals)", ""]
-    lines += ["| model | role | parameters | samples | subjects | accuracy | AUC | NLL | ECE |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["| model | role | parameters | samples | subjects | " + " | ".join(c for _, c in columns) + " |",
+              "|---|---|---:|---:|---:|" + "---:|" * len(columns)]
     for name, m in card["models"].items():
         t = m["test"]
+        params = f"{m['parameters']:,}" if m["parameters"] else "n/a"
         lines.append(
-            f"| {name} | {m['role']} | {m['parameters'] or 'n/a':,} | {t['samples']} | {t['subjects'] or 'n/a'} | "
-            f"{_cell(t['accuracy'])} | {_cell(t['auc'])} | {_cell(t['nll'])} | {_cell(t['ece'])} |"
+            f"| {name} | {m['role']} | {params} | {t['samples']} | {t['subjects'] or 'n/a'} | "
+            + " | ".join(_cell(t.get(k)) for k, _ in columns) + " |"
         )
-    first = next(iter(card["models"].values()))["test"]
     b = card["bootstrap"]
+    decision = card["decision_rule"]
+    decision_text = decision["text"] if isinstance(decision, Mapping) else decision
     lines += [
         "",
         f"Intervals: {b['resamples']} percentile-bootstrap resamples (seed {b['seed']}), resampled by "
-        f"{first['resampled_by']}. Decision rule: {card['decision_rule']}.",
+        f"{first['resampled_by']}." + (f" Dice: {first['dice_reduction']}." if task == "segmentation" else "")
+        + (f" **Warning**: {first['warning']}." if first.get("warning") else ""),
+        f"Decision rule: {decision_text}.",
         "",
         "## Input contract",
+        "",
+        "What the student accepts (`configs/metadata.json` `input_contract`; `monai-kd infer-dicom` and `monai-kd "
+        "serve` refuse other series unless forced):",
         "",
         "```json",
         json.dumps(card["input_contract"], indent=2),
@@ -299,11 +526,20 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         "## Size and speed",
         "",
         f"Student parameters: {card['size']['student_parameters']}; teachers: {card['size']['teacher_parameters']} "
-        f"({card['size']['teacher_to_student']} x the student). Latency: {card['latency']}",
-        "",
-        "## Exported files",
+        f"({card['size']['teacher_to_student']} x the student).",
         "",
     ]
+    latency = card["latency"]
+    if isinstance(latency, Mapping):
+        runtimes = sorted({rt for per in latency["median_ms"].values() for rt in per})
+        lines += [f"Latency ({latency['setting']}; {latency['machine']}" + (", busy machine" if latency.get("busy") else "")
+                  + f"; from `{latency['source']}`):", "", "| model | " + " | ".join(runtimes) + " |",
+                  "|---|" + "---:|" * len(runtimes)]
+        lines += [f"| {m} | " + " | ".join(str(per.get(rt, "n/a")) for rt in runtimes) + " |"
+                  for m, per in latency["median_ms"].items()]
+    else:
+        lines.append(f"Latency: {latency}.")
+    lines += ["", "## Exported files", ""]
     if card["exports"]:
         lines += ["| file | bytes | sha256 |", "|---|---:|---|"]
         lines += [f"| {e['file']} | {e['bytes']} | `{e['sha256']}` |" for e in card["exports"]]
@@ -355,3 +591,29 @@ def verify_model_file(card_file: str | os.PathLike, model_file: str | os.PathLik
             f"{recorded[0]['sha256'][:12]}...): refusing a model that is not the one the card describes."
         )
     return card
+
+
+def card_for_model(model_file: str | os.PathLike, card_file: str | os.PathLike | None = None) -> dict[str, Any] | None:
+    """The model card describing ``model_file``, checked against it; ``None`` when there is none to check.
+
+    The card is ``card_file`` or, by default, ``eval/model_card.json`` of the bundle folder holding
+    ``models/<model_file>``. A card that records a file of this name must record its checksum.
+
+    Args:
+        model_file: the model file about to be used.
+        card_file: the card; default found beside the model as above.
+
+    Returns:
+        the card, or ``None`` when no card exists or it records no file of this name.
+
+    Raises:
+        ValueError: the card records the file with another checksum (see :func:`verify_model_file`).
+    """
+    model = Path(model_file)
+    card_path = Path(card_file) if card_file is not None else model.resolve().parent.parent / "eval" / f"{CARD_NAME}.json"
+    if not card_path.is_file():
+        return None
+    card = _read_json(card_path, "model card")
+    if not any(Path(e["file"]).name == model.name for e in card.get("exports", [])):
+        return None
+    return verify_model_file(card_path, model)

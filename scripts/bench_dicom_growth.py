@@ -55,7 +55,7 @@ def rss_mb():
 
 rss = []
 timings = {}
-infer_dicom_folder(sys.argv[1], sys.argv[2], sys.argv[3], ckpt_file=sys.argv[4], timings=timings,
+infer_dicom_folder(sys.argv[1], sys.argv[2], sys.argv[3], ckpt_file=sys.argv[4], timings=timings, force=True,
                    progress=lambda done, total, uid: rss.append(rss_mb()))
 print("RESULT " + json.dumps({"import_s": imported, "timings": timings, "rss_mb": rss,
                               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -155,7 +155,7 @@ def startup(bundle: Path, ckpt: Path, repeats: int) -> dict:
         "import_torch_monai": wall([py, "-c", "import torch, monai"], repeats),
         "help": wall([py, "-m", "monai_kd.cli", "--help"], repeats),
         "infer_dicom": wall([py, "-m", "monai_kd.cli", "infer-dicom", "--bundle", str(bundle), "--input", str(folder),
-                             "--output", str(WORK / "out_startup"), "--ckpt_file", str(ckpt)], repeats),
+                             "--output", str(WORK / "out_startup"), "--ckpt_file", str(ckpt), "--force"], repeats),
     }
     result["infer_dicom_overhead"] = result["infer_dicom"]["median_s"] / result["import_torch_monai"]["median_s"] - 1
     for name in ("import_torch_monai", "help", "infer_dicom"):

@@ -139,7 +139,7 @@ def bench_in_process(v: dict, repeats: int, work: Path) -> dict:
         out = work / f"out_{v['bundle_name']}_{v['model']}_{k}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            written = infer_dicom(str(v["bundle"]), str(CT), str(out), modality="CT", ckpt_file=str(v["ckpt"]),
+            written = infer_dicom(str(v["bundle"]), str(CT), str(out), modality="CT", ckpt_file=str(v["ckpt"]), force=True,
                                   timings=timings)
         if k:
             runs.append(timings)
@@ -156,7 +156,7 @@ def bench_cli_process(v: dict, repeats: int, work: Path) -> dict:
     for k in range(repeats + 1):
         out = work / f"cli_{v['bundle_name']}_{v['model']}_{k}"
         cmd = [sys.executable, "-m", "monai_kd.cli", "infer-dicom", "--bundle", str(v["bundle"]), "--input", str(CT),
-               "--output", str(out), "--modality", "CT", "--ckpt_file", str(v["ckpt"])]
+               "--output", str(out), "--modality", "CT", "--ckpt_file", str(v["ckpt"]), "--force"]
         start = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO, timeout=1800)
         if k:

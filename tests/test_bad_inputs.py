@@ -135,8 +135,10 @@ def _kd_weights(tmp: Path) -> Path:
 
 
 def _infer(tmp: Path, input: Path, *extra: str) -> list[str]:
+    """``infer-dicom`` of the chest X-ray classifier, forced: the CT inputs here are outside its input contract, and
+    these cases test what breaks after that check (the contract itself has its own case)."""
     return ["infer-dicom", "--bundle", str(KD), "--input", str(input), "--output", str(tmp / "out"),
-            "--ckpt_file", str(_kd_weights(tmp)), *extra]
+            "--ckpt_file", str(_kd_weights(tmp)), "--force", *extra]
 
 
 def _series(tmp: Path, edit=None) -> Path:
@@ -411,14 +413,14 @@ def _(tmp):
 def _(tmp):
     series = _series(tmp)
     return Expect(["infer-dicom", "--bundle", str(KD), "--input", str(series), "--output", str(series / "results"),
-                   "--ckpt_file", str(_kd_weights(tmp))], [str(series / "results")], inputs=[series])
+                   "--ckpt_file", str(_kd_weights(tmp)), "--force"], [str(series / "results")], inputs=[series])
 
 
 @case("output", "output location that cannot be written (read-only: `/sys`)", "the output folder")
 def _(tmp):
     image = _nifti(tmp, "ct.nii.gz", lambda a: a)
     return Expect(["infer-dicom", "--bundle", str(KD), "--input", str(image), "--output", "/sys/monai_kd_out",
-                   "--ckpt_file", str(_kd_weights(tmp))], ["/sys/monai_kd_out"], inputs=[image])
+                   "--ckpt_file", str(_kd_weights(tmp)), "--force"], ["/sys/monai_kd_out"], inputs=[image])
 
 
 @case("output", "full output location (file size limit hit while writing)", "the output")
@@ -429,6 +431,15 @@ def _(tmp):
 
 
 # --------------------------------------------------------------------------- DICOM
+
+
+@case("DICOM", "a series the model was not trained for (abdominal CT to the chest X-ray classifier)",
+      "the series folder and what differs from the bundle's input contract")
+def _(tmp):
+    series = _series(tmp)
+    command = ["infer-dicom", "--bundle", str(KD), "--input", str(series), "--output", str(tmp / "out"),
+               "--ckpt_file", str(_kd_weights(tmp))]
+    return Expect(command, [str(series), "modality CT is not DX/CR", "--force"], inputs=[series], outputs=[tmp / "out"])
 
 
 @case("DICOM", "empty folder", "the folder")

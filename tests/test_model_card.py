@@ -92,3 +92,73 @@ def test_export_refresh_records_new_checksums(evaluated):
     assert [e["file"] for e in card["exports"]] == ["models/model.pt", "models/model.onnx"]
     assert verify_model_file(evaluated / "eval" / "model_card.json", evaluated / "models" / "model.onnx")
     assert refresh_exports(evaluated / "elsewhere") is None  # no card: nothing to refresh
+
+
+def test_segmentation_card_pools_counts_and_resamples_patients(evaluated, tmp_path):
+    from monai_kd.model_card import card_version, render_markdown
+
+    # two patients, two slices each; pooled Dice = 2*30 / (2*30 + 10 + 10) = 0.75 (what ConfusionMatrix f1 reports)
+    record = {"tp": [10, 0, 20, 0], "fp": [5, 0, 5, 0], "fn": [5, 0, 5, 0], "subjects": ["p1", "p1", "p2", "p2"],
+              "reduction": "pooled"}
+    (evaluated / "eval" / "predictions.json").write_text(json.dumps({"s1": record, "teacher": record}))
+    (evaluated / "eval" / "metrics.json").write_text(json.dumps({"s1": {"dice": 0.75, "parameters": 52},
+                                                                  "teacher": {"dice": 0.8, "parameters": 1600}}))
+    data = tmp_path / "brats"
+    data.mkdir()
+    (data / "SOURCE.txt").write_text("BraTS sample\nLicense: CC BY-NC-SA 3.0 (NON-COMMERCIAL).\nCite: Menze.\n\nmore\n")
+    card = write_model_card(evaluated, "s1", teachers=["teacher"], data_dir=data, latency_file=tmp_path / "none.json")
+    dice = card["models"]["s1"]["test"]["dice"]
+    assert dice["value"] == pytest.approx(0.75)
+    low, high = dice["ci95"]  # per-patient pooled Dice: p1 = 20/30, p2 = 40/50
+    assert low == pytest.approx(2 / 3) and high == pytest.approx(0.8)
+    assert card["models"]["s1"]["test"]["subjects"] == 2
+    assert "only 2 subjects" in card["models"]["s1"]["test"]["warning"]  # two patients: no reliable interval
+    assert "CC BY-NC-SA 3.0 (NON-COMMERCIAL). Cite: Menze." in card["licence"]["training_data"]
+    assert card["latency"].startswith("not measured")
+    assert card["card_version"] == card_version(card) and card["card_version"].startswith("0.1.0+card.")
+    md = render_markdown(card)
+    assert "| s1 | student | 52 | 4 | 2 | 0.750 [0.667, 0.800] |" in md and "NON-COMMERCIAL" in md
+
+
+def test_mean_dice_records_and_latency_from_the_benchmark(evaluated, tmp_path):
+    from monai_kd.model_card import write_segmentation_records
+
+    items = [{"subject": "AV-WIDE/1"}, {"subject": "AV-WIDE/2"}]
+    write_segmentation_records({"student": {"dice_per_image": [0.6, 0.8]}}, items, evaluated / "eval" / "predictions.json")
+    (evaluated / "eval" / "metrics.json").write_text(json.dumps({"student": {"dice": 0.7, "parameters": 52}}))
+    bench = {"machine": "cpu", "busy": False, "records": [
+        {"bundle": "kd", "model": "student", "runtime": "eager", "threads": 1, "batch": 1, "median_s": 0.002},
+        {"bundle": "kd", "model": "student", "runtime": "eager", "threads": 2, "batch": 1, "median_s": 0.001},
+        {"bundle": "other", "model": "student", "runtime": "eager", "threads": 1, "batch": 1, "median_s": 9.0}]}
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    card = write_model_card(evaluated, "student", latency_file=tmp_path / "bench.json")
+    assert card["models"]["student"]["test"]["dice"]["value"] == pytest.approx(0.7)
+    assert card["latency"]["median_ms"] == {"student": {"eager": 2.0}}
+    with pytest.raises(ValueError, match="2 per-image Dice values of 'x' for 3 items"):
+        write_segmentation_records({"x": {"dice_per_image": [0.1, 0.2]}}, items + items[:1], tmp_path / "p.json")
+
+
+def test_configuration_metadata_replaces_the_default_form():
+    from monai_kd.model_card import configuration_metadata
+
+    meta = {"task": "seg", "input_contract": {"modality": ["OP"]},
+            "configurations": {"classification": {"task": "cls", "input_contract": {"modality": ["MR"]}}}}
+    assert configuration_metadata(meta)["task"] == "seg" and "configurations" not in configuration_metadata(meta)
+    assert configuration_metadata(meta, "classification")["input_contract"] == {"modality": ["MR"]}
+    with pytest.raises(KeyError, match="no configuration 'x'"):
+        configuration_metadata(meta, "x")
+
+
+def test_card_for_model_checks_the_card_beside_the_model(evaluated):
+    from monai_kd.model_card import card_for_model
+
+    model = evaluated / "models" / "model.pt"
+    assert card_for_model(model) is None  # no card yet
+    write_model_card(evaluated, "student_kd")
+    assert card_for_model(model)["card_version"].startswith("0.1.0+card.")
+    other = evaluated / "models" / "student_alone.pt"
+    other.write_bytes(b"not in the card")
+    assert card_for_model(other) is None  # the card does not describe it
+    model.write_bytes(b"tampered")
+    with pytest.raises(ValueError, match="does not match its model card"):
+        card_for_model(model)

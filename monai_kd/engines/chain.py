@@ -525,20 +525,34 @@ class DistillationChain:
         return self.records
 
     @torch.no_grad()
-    def evaluate(self, evaluator: Any, filepath: str | os.PathLike | None = None) -> dict[str, dict]:
+    def evaluate(
+        self, evaluator: Any, filepath: str | os.PathLike | None = None, predictions_file: str | os.PathLike | None = None
+    ) -> dict[str, dict]:
         """Run ``evaluator`` (e.g. on the test split) on every trained link; optionally merge into a JSON file.
 
         Args:
             evaluator: a ``SupervisedEvaluator``; its ``network`` is swapped to each link in turn.
             filepath: JSON file that receives one entry per link (``link_1``, ...), other entries kept.
+            predictions_file: JSON file that receives each link's per-sample predictions
+                (:class:`~monai_kd.handlers.PredictionWriter`, for the model card's intervals).
 
         Returns:
             ``{"<name>_<i>": metrics}`` with the parameter count of each link.
         """
         results = {}
+        from monai_kd.handlers.prediction_writer import PredictionWriter
+
         for link in range(1, len(self) + 1):
             evaluator.network = self.load_link(link)
-            evaluator.run()
+            writer = None
+            if predictions_file is not None and self._is_main():
+                writer = PredictionWriter(predictions_file, f"{self.name}_{link}")
+                writer.attach(evaluator)
+            try:
+                evaluator.run()
+            finally:
+                if writer is not None:
+                    writer.detach(evaluator)
             results[f"{self.name}_{link}"] = {
                 **{k: float(v) for k, v in evaluator.state.metrics.items()},
                 "parameters": sum(p.numel() for p in evaluator.network.parameters()),

@@ -32,11 +32,19 @@ class PredictionWriter:
     sample counts as its own subject). On ``COMPLETED`` the records are stored under ``name`` in the JSON file
     ``filepath`` (other names kept, written atomically), as ``{"probs": [[...]], "labels": [...], "subjects": [...]}``.
 
+    With ``task="segmentation"`` each sample's foreground pixel counts are stored instead, as
+    ``{"tp": [...], "fp": [...], "fn": [...], "subjects": [...], "reduction": "pooled"}``: the prediction and the label
+    (one-hot ``(B, C, *spatial)`` with ``C > 1``, foreground = any class but 0; or one channel, foreground > 0.5) are
+    compared pixel by pixel. Dice of the summed counts is what MONAI's ``ConfusionMatrix`` (``f1 score``, background
+    excluded) reports for two classes.
+
     Args:
         filepath: JSON file to create or update, e.g. ``eval/predictions.json``.
         name: key of this run, e.g. ``"student_kd"``.
-        output_transform: maps ``engine.state.output`` to ``(probabilities (B, C), labels (B,) or (B, 1))``.
+        output_transform: maps ``engine.state.output`` to ``(probabilities (B, C), labels (B,) or (B, 1))`` (or, for
+            segmentation, ``(predictions, labels)`` of shape ``(B, C, *spatial)``).
         subject_key: batch key naming each sample's subject (person).
+        task: ``"classification"`` or ``"segmentation"``.
     """
 
     def __init__(
@@ -45,7 +53,11 @@ class PredictionWriter:
         name: str,
         output_transform: Callable[[Any], tuple] | None = None,
         subject_key: str = "subject",
+        task: str = "classification",
     ) -> None:
+        if task not in ("classification", "segmentation"):
+            raise ValueError(f"PredictionWriter: task must be 'classification' or 'segmentation', got '{task}'.")
+        self.task = task
         self.filepath = os.fspath(filepath)
         self.name = name
         self.output_transform = output_transform or from_engine_stacked(["pred", "label"])
@@ -60,23 +72,43 @@ class PredictionWriter:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.COMPLETED, self)
 
+    def detach(self, engine: Engine) -> None:
+        """Remove the handlers :meth:`attach` added (an evaluator reused for several models gets one writer each)."""
+        for event, handler in ((Events.STARTED, self._reset), (Events.ITERATION_COMPLETED, self._collect),
+                               (Events.COMPLETED, self)):
+            if engine.has_event_handler(handler, event):
+                engine.remove_event_handler(handler, event)
+
     def _reset(self, engine: Engine) -> None:
         self._probs, self._labels, self._subjects = [], [], []
 
     def _collect(self, engine: Engine) -> None:
         probs, labels = (np.asarray(v.detach().cpu() if hasattr(v, "detach") else v) for v in self.output_transform(engine.state.output))
+        if self.task == "segmentation":
+            pred, true = _foreground(probs), _foreground(labels)
+            counts = np.stack([(pred & true).sum(axis=1), (pred & ~true).sum(axis=1), (~pred & true).sum(axis=1)], axis=1)
+            self._append(engine, counts.astype(np.float64), np.zeros(len(counts), dtype=np.int64))
+            return
         probs = probs.reshape(probs.shape[0], -1)
         labels = labels.reshape(labels.shape[0], -1)
         if labels.shape[1] == probs.shape[1] and probs.shape[1] > 1:  # one-hot labels
             labels = labels.argmax(axis=1)
-        labels = labels.reshape(-1)
+        self._append(engine, probs.astype(np.float64), labels.reshape(-1).astype(np.int64))
+
+    def _append(self, engine: Engine, probs: np.ndarray, labels: np.ndarray) -> None:
         batch = engine.state.batch
-        subjects = batch.get(self.subject_key) if isinstance(batch, dict) else None
-        subjects = [None] * len(labels) if subjects is None else [str(s) for s in subjects]
+        if isinstance(batch, dict):
+            subjects = batch.get(self.subject_key)
+        elif isinstance(batch, (list, tuple)) and batch and all(isinstance(b, dict) for b in batch):
+            subjects = [b.get(self.subject_key) for b in batch]  # MONAI workflows decollate the batch
+            subjects = None if all(s is None for s in subjects) else subjects
+        else:
+            subjects = None
+        subjects = [None] * len(labels) if subjects is None else [None if s is None else str(s) for s in subjects]
         if len(subjects) != len(labels):
             raise ValueError(f"PredictionWriter: {len(subjects)} '{self.subject_key}' entries for {len(labels)} samples.")
-        self._probs.append(probs.astype(np.float64))
-        self._labels.append(labels.astype(np.int64))
+        self._probs.append(probs)
+        self._labels.append(labels)
         self._subjects += subjects
 
     def __call__(self, engine: Engine) -> None:
@@ -85,10 +117,28 @@ class PredictionWriter:
         if os.path.isfile(self.filepath):
             with open(self.filepath) as f:
                 content = json.load(f)
-        content[self.name] = {
-            "probs": np.concatenate(self._probs).round(6).tolist() if self._probs else [],
-            "labels": np.concatenate(self._labels).tolist() if self._labels else [],
-            "subjects": self._subjects,
-        }
+        if self.task == "segmentation":
+            counts = np.concatenate(self._probs) if self._probs else np.zeros((0, 3))
+            content[self.name] = {
+                "tp": counts[:, 0].astype(int).tolist(),
+                "fp": counts[:, 1].astype(int).tolist(),
+                "fn": counts[:, 2].astype(int).tolist(),
+                "subjects": self._subjects,
+                "reduction": "pooled",
+            }
+        else:
+            content[self.name] = {
+                "probs": np.concatenate(self._probs).round(6).tolist() if self._probs else [],
+                "labels": np.concatenate(self._labels).tolist() if self._labels else [],
+                "subjects": self._subjects,
+            }
         with atomic_paths(self.filepath) as (tmp,), open(tmp, "w") as f:
             json.dump(content, f)
+
+
+def _foreground(x: np.ndarray) -> np.ndarray:
+    """Boolean foreground ``(B, pixels)`` of a one-hot / probability ``(B, C, ...)`` map (C > 1) or one channel."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim >= 3 and x.shape[1] > 1:
+        return (x.argmax(axis=1) > 0).reshape(x.shape[0], -1)
+    return (x > 0.5).reshape(x.shape[0], -1)

@@ -82,6 +82,7 @@ def infer_dicomweb(
     store: bool = True,
     device: str = "cpu",
     client: Any = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Retrieve a series by WADO-RS, run the bundle's student on it, store the result by STOW-RS.
 
@@ -97,6 +98,7 @@ def infer_dicomweb(
         store: STOW-RS the DICOM outputs back to ``url``.
         device: torch device.
         client: a ``dicomweb_client.DICOMwebClient`` to use instead of one for ``url``.
+        force: run on a series outside the bundle's input contract (the outputs record the override).
 
     Returns:
         ``{"study_uid", "series_uid", "instances", "outputs", "stored_sop_instance_uids", "seconds"}``.
@@ -119,7 +121,7 @@ def infer_dicomweb(
         _save(datasets, Path(tmp) / "series")
         out = Path(output) if output is not None else Path(tmp) / "out"
         written = infer_dicom(bundle, str(Path(tmp) / "series"), str(out), series_uid=series_uid, ckpt_file=ckpt_file,
-                              device=device)
+                              device=device, force=force)
         results = [pydicom.dcmread(p) for p in written if p.endswith(".dcm")]
         stored = []
         if store and results:

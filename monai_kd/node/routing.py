@@ -41,6 +41,8 @@ class Route:
         ckpt_file: weights (default: the bundle's ``models/model.pt``).
         modality: accepted modalities (empty: any).
         description: regular expression searched in *Series Description* (``None``: any).
+        force: run this route's bundle on series outside its input contract (metadata ``input_contract``); the
+            outputs record the override. Default: such series are quarantined with the reason.
     """
 
     name: str
@@ -48,6 +50,7 @@ class Route:
     ckpt_file: str | None = None
     modality: tuple[str, ...] = ()
     description: str | None = None
+    force: bool = False
 
     def matches(self, modality: str, description: str) -> bool:
         """Whether a series with this *Modality* and *Series Description* goes to this route."""
@@ -65,7 +68,7 @@ class Route:
 def _route(entry: dict, base: Path, index: int) -> Route:
     if not isinstance(entry, dict) or not entry.get("bundle"):
         raise RoutingError(f"route #{index + 1} needs a 'bundle': {entry!r}")
-    unknown = set(entry) - {"name", "bundle", "ckpt_file", "modality", "description"}
+    unknown = set(entry) - {"name", "bundle", "ckpt_file", "modality", "description", "force"}
     if unknown:
         raise RoutingError(f"route #{index + 1}: unknown key(s) {sorted(unknown)}")
     modality = entry.get("modality") or ()
@@ -89,6 +92,7 @@ def _route(entry: dict, base: Path, index: int) -> Route:
         ckpt_file=resolve(entry.get("ckpt_file")),
         modality=tuple(m.strip().upper() for m in modality),
         description=description,
+        force=bool(entry.get("force", False)),
     )
 
 

@@ -365,7 +365,7 @@ class DicomNode:
             else:
                 shutil.rmtree(job.results, ignore_errors=True)
                 check_series(series, predictor.task)
-                predictor.predict(str(job.path), job.results, series=series)
+                predictor.predict(str(job.path), job.results, series=series, force=route.force)
                 self.queue.mark_results_complete(job)
         except Exception as e:  # noqa: BLE001 - a bad series is quarantined, never fatal
             reason = str(e) if isinstance(e, InstanceRefused) else f"{type(e).__name__}: {e}"

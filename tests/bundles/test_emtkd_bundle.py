@@ -333,6 +333,14 @@ def test_evaluate_writes_target_test_metrics_of_every_model(trained, brats):
         min(metrics["teacher_a"]["parameters"], metrics["teacher_b"]["parameters"])
         >= 5 * metrics["student_emtkd"]["parameters"]
     )
+    # the model card of the classification form: its own task, input contract and the BraTS licence
+    card = json.loads((trained / "eval" / "model_card.json").read_text())
+    assert card["configuration"] == "classification" and card["input_contract"]["modality"] == ["MR"]
+    test = card["models"]["student_emtkd"]["test"]
+    assert test["accuracy"]["value"] == pytest.approx(metrics["student_emtkd"]["test_acc"], abs=1e-6)
+    assert test["subjects"] == 2 and test["resampled_by"] == "subject"  # the two BraTS test patients
+    assert "NON-COMMERCIAL" in card["licence"]["training_data"]
+    assert card["outputs"]["pred"]["channel_def"] == {"0": "no tumour", "1": "tumour"}
 
 
 @pytest.mark.slow

@@ -78,6 +78,15 @@ def test_bundle_trains_evaluates_and_infers_on_real_retinal_images(tmp_path, ret
     assert set(metrics) == {"teacher_a", "teacher_b", "student_alone", "student_emtkd"}
     for m in metrics.values():
         assert 0 <= m["dice"] <= 1 and 0 <= m["auc"] <= 1 and len(m["dice_per_image"]) == 10
+    # the model card: mean per-image Dice of the 10 AV-WIDE test people, interval resampled by person
+    card = json.loads((tmp_path / "eval" / "model_card.json").read_text())
+    assert {n: m["role"] for n, m in card["models"].items()} == {
+        "student_emtkd": "student", "teacher_a": "teacher", "teacher_b": "teacher", "student_alone": "baseline"}
+    test = card["models"]["student_emtkd"]["test"]
+    assert test["subjects"] == 10 and test["dice"]["value"] == pytest.approx(metrics["student_emtkd"]["dice"])
+    assert test["dice"]["ci95"][0] <= test["dice"]["value"] <= test["dice"]["ci95"][1]
+    assert card["training_data"]["splits"]["student labelled (AV-WIDE)"] == {"images": 4, "subjects": 4}
+    assert "research" in card["licence"]["training_data"] and card["input_contract"]["channels"] == 3
 
     images = tmp_path / "photos"
     images.mkdir()

@@ -55,7 +55,10 @@ def test_evaluate_reports_all_models_on_test_split(trained, data_dir):
     low, high = test["auc"]["ci95"]
     assert low <= test["auc"]["value"] <= high
     assert card["training_data"]["splits"]["train"]["images"] == 546
-    assert card["licence"] and card["input_contract"]["inputs"]["image"]["num_channels"] == 1
+    assert card["input_contract"]["network_input"]["image"]["num_channels"] == 1
+    assert card["input_contract"]["modality"] == ["DX", "CR"] and card["input_contract"]["dimensionality"] == [2]
+    assert "CC BY 4.0" in card["licence"]["training_data"] and "breastmnist" in card["training_data"]["folder"]
+    assert card["decision_rule"]["threshold"] == 0.5 and card["card_version"].startswith("0.1.0+card.")
     assert "student_kd" in (trained / "eval" / "model_card.md").read_text()
 
 

@@ -129,6 +129,16 @@ def test_cls_evaluate_writes_every_member_with_fidelity_and_cka(cls_trained, dat
         assert metrics["ensemble"]["parameters"] == 2 * metrics["s1"]["parameters"]
     cka = json.loads((cls_trained / "eval" / "fidelity_cka" / "s1_fidelity_cka.json").read_text())
     assert np.array(cka["cka"]).shape == (4, 4) and (cls_trained / "eval" / "fidelity_cka" / "s2_cka.png").is_file()
+    # the model card: written by the test-split evaluation from its per-sample predictions (not by the val one)
+    metrics = json.loads((cls_trained / "eval" / "metrics.json").read_text())
+    card = json.loads((cls_trained / "eval" / "model_card.json").read_text())
+    assert {n: m["role"] for n, m in card["models"].items()} == {
+        "s1": "student", "teacher": "teacher", "s2": "baseline", "ensemble": "baseline"}
+    test = card["models"]["s1"]["test"]
+    assert test["samples"] == 624 and test["accuracy"]["value"] == pytest.approx(metrics["s1"]["accuracy"], abs=1e-6)
+    assert test["nll"]["value"] == pytest.approx(metrics["s1"]["nll"], rel=1e-3)
+    assert test["ece"]["ci95"][0] <= test["ece"]["value"] <= test["ece"]["ci95"][1]
+    assert card["decision_rule"]["threshold"] == 0.5 and card["input_contract"]["body_part"] == ["CHEST"]
 
 
 def test_cls_inference_single_student_and_ensemble(cls_trained, pneumonia_pngs):
@@ -177,6 +187,16 @@ def test_seg_run_and_evaluate(seg_trained, data_dir):
         assert metrics[member]["iou"] <= metrics[member]["dice"] + 1e-6
     cka = json.loads((seg_trained / "eval" / "fidelity_cka" / "s2_fidelity_cka.json").read_text())
     assert np.array(cka["cka"]).shape == (6, 6)
+    # the model card: Dice of the evaluated slices with an interval resampled by patient (2 test patients)
+    card = json.loads((seg_trained / "eval" / "model_card.json").read_text())
+    test = card["models"]["s1"]["test"]
+    assert test["task"] == "segmentation" and test["subjects"] == 2 and test["resampled_by"] == "subject"
+    assert test["dice"]["value"] == pytest.approx(metrics["s1"]["dice"], abs=1e-5)
+    low, high = test["dice"]["ci95"]
+    assert low <= test["dice"]["value"] + 1e-9 and test["dice"]["value"] <= high + 1e-9
+    assert card["training_data"]["splits"]["test"]["subjects"] == 2
+    assert "NON-COMMERCIAL" in card["licence"]["training_data"] and card["input_contract"]["modality"] == ["MR"]
+    assert "| s1 | student |" in (seg_trained / "eval" / "model_card.md").read_text()
 
 
 def test_seg_inference_writes_label_maps_on_the_input_grid(seg_trained, data_dir, tmp_path):

@@ -49,6 +49,14 @@ def test_evaluate_reports_teachers_and_students_on_test_split(trained, data_dir)
     for entry in metrics.values():
         assert 0.0 <= entry["test_auc"] <= 1.0 and 0.0 <= entry["test_acc"] <= 1.0
     assert metrics["student_mmkd"]["parameters"] * 20 <= 11_172_162  # at most 1/20 of ResNet-18
+    # the model card comes from this evaluation's per-sample predictions
+    card = json.loads((trained / "eval" / "model_card.json").read_text())
+    assert set(card["models"]) == set(metrics) and card["models"]["student_mmkd"]["role"] == "student"
+    test = card["models"]["student_mmkd"]["test"]
+    assert test["samples"] == 156 and test["accuracy"]["value"] == pytest.approx(metrics["student_mmkd"]["test_acc"], abs=1e-6)
+    assert test["auc"]["ci95"][0] <= test["auc"]["value"] <= test["auc"]["ci95"][1]
+    assert card["training_data"]["splits"]["test"]["images"] == 156 and "CC BY 4.0" in card["licence"]["training_data"]
+    assert card["input_contract"]["modality"] == ["DX", "CR"] and card["card_version"].startswith("0.1.0+card.")
 
 
 def _trainer(data_dir, **override):

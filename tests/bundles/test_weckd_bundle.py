@@ -50,6 +50,14 @@ def test_evaluate_reports_every_link_on_test(trained):
     metrics = json.loads((trained / "eval" / "metrics.json").read_text())
     assert set(metrics) == {"link_1", "link_2", "link_3", "student_alone_1"}
     assert all(0.0 <= m["test_auc"] <= 1.0 and m["parameters"] == 77450 for m in metrics.values())
+    # the model card: the last link, distilled from link 2, beside the other link and the student alone
+    card = json.loads((trained / "eval" / "model_card.json").read_text())
+    assert {n: m["role"] for n, m in card["models"].items()} == {
+        "link_3": "student", "link_2": "teacher", "student_alone_1": "baseline", "link_1": "baseline"}
+    test = card["models"]["link_3"]["test"]
+    assert test["samples"] == 156 and test["auc"]["value"] == pytest.approx(metrics["link_3"]["test_auc"], abs=1e-4)
+    # export (the end of monai-kd run) re-recorded the checksums: the card describes the exported files
+    assert {e["file"] for e in card["exports"]} == {"models/model.pt", "models/model.ts", "models/model.onnx"}
 
 
 def test_second_run_reuses_the_chain(trained, data_dir):
@@ -103,3 +111,32 @@ def test_evidence_verdict_on_hand_made_records():
     assert evidence.verdict(acc, auc) == "chain wins"  # both means up, more accurate on 2 of 3 seeds
     assert evidence.verdict([-a for a in acc], [-a for a in auc]) == "chain loses"
     assert evidence.verdict(acc, [-a for a in auc]) == "mixed"
+
+
+def test_evaluate_ends_with_the_summary_of_the_card(trained, data_dir, capsys):
+    cli.evaluate(str(BUNDLE), bundle_root=str(trained), dataset_dir=str(data_dir / "breastmnist"), **TINY)
+    out = capsys.readouterr().out.rstrip().splitlines()
+    card = json.loads((trained / "eval" / "model_card.json").read_text())
+    start = max(i for i, line in enumerate(out) if line.startswith("== monai-kd evaluate"))
+    summary = out[start:]
+    assert summary[-1] == f"model card: {trained / 'eval' / 'model_card.md'}"  # the last thing printed
+    auc = card["models"]["link_3"]["test"]["auc"]
+    row = next(line for line in summary if line.startswith("link_3 "))
+    assert f"{auc['value']:.3f} [{auc['ci95'][0]:.3f}, {auc['ci95'][1]:.3f}]" in row and "77,450" in row
+
+
+def test_exporter_logs_are_quiet_unless_verbose(trained, tmp_path):
+    import subprocess
+    import sys
+
+    outputs = []
+    for flags in ([], ["--verbose"]):
+        command = [sys.executable, "-m", "monai_kd.cli", "export", str(BUNDLE), "--ckpt_file",
+                   str(trained / "models" / "model.pt"), "--output_dir", str(tmp_path / f"out{len(flags)}"), *flags]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout + result.stderr)
+    quiet, verbose = outputs
+    assert "[torch.onnx]" not in quiet and "torch/onnx" not in quiet
+    assert "[torch.onnx]" in verbose
+    assert quiet.rstrip().endswith(str(tmp_path / "out0" / "model.onnx"))

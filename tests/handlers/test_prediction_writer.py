@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 
 from monai_kd.handlers import PredictionWriter
 
@@ -39,3 +39,33 @@ def test_batches_without_subjects_record_none(tmp_path):
     PredictionWriter(tmp_path / "p.json", "m").attach(engine)
     engine.run(data, max_epochs=1)
     assert json.loads((tmp_path / "p.json").read_text())["m"]["subjects"] == [None]
+
+
+def test_segmentation_counts_foreground_pixels_per_sample(tmp_path):
+    # one-hot (B=2, C=2, 2x2): sample 0 predicts 2 foreground pixels, 1 right; label has 2 foreground pixels
+    pred = torch.zeros(2, 2, 2, 2)
+    label = torch.zeros(2, 2, 2, 2)
+    pred_fg = torch.tensor([[[1, 1], [0, 0]], [[0, 0], [0, 0]]])
+    label_fg = torch.tensor([[[1, 0], [1, 0]], [[0, 0], [0, 1]]])
+    pred[:, 1], pred[:, 0] = pred_fg, 1 - pred_fg
+    label[:, 1], label[:, 0] = label_fg, 1 - label_fg
+    engine, data = _engine([{"pred": pred, "label": label, "subject": ["a", "b"]}])
+    PredictionWriter(tmp_path / "p.json", "s1", task="segmentation").attach(engine)
+    engine.run(data, max_epochs=1)
+    record = json.loads((tmp_path / "p.json").read_text())["s1"]
+    assert record == {"tp": [1, 0], "fp": [1, 0], "fn": [1, 1], "subjects": ["a", "b"], "reduction": "pooled"}
+
+
+def test_subjects_of_a_decollated_batch_are_read(tmp_path):
+    """MONAI workflows decollate ``engine.state.batch`` into one dict per sample before handlers see it."""
+    engine, data = _engine([{"pred": torch.tensor([[0.3, 0.7], [0.6, 0.4]]), "label": torch.tensor([1, 0]),
+                             "subject": ["p1", "p2"]}])
+
+    @engine.on(Events.ITERATION_COMPLETED)  # before the writer, as MONAI decollates first
+    def decollate(engine):
+        batch = engine.state.batch
+        engine.state.batch = [{"subject": s} for s in batch["subject"]]
+
+    PredictionWriter(tmp_path / "p.json", "m").attach(engine)
+    engine.run(data, max_epochs=1)
+    assert json.loads((tmp_path / "p.json").read_text())["m"]["subjects"] == ["p1", "p2"]

@@ -31,7 +31,7 @@ def test_seg_and_sr_of_a_source_without_deidentification_method(ct_dir, kd_check
     assert first.PatientIdentityRemoved == "YES" and "DeidentificationMethod" not in first
     bundle = segmentation_bundle(tmp_path / "bundle")
     (seg,) = infer_dicom(str(bundle), str(source), str(tmp_path / "seg"))
-    sr = infer_dicom(str(KD_BUNDLE), str(source), str(tmp_path / "sr"), ckpt_file=str(kd_checkpoint))[0]
+    sr = infer_dicom(str(KD_BUNDLE), str(source), str(tmp_path / "sr"), ckpt_file=str(kd_checkpoint), force=True)[0]
     for path in (seg, sr):
         ds = pydicom.dcmread(path)
         assert ds.PatientIdentityRemoved == "YES"  # the flag is kept, not dropped

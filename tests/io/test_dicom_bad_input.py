@@ -24,7 +24,7 @@ def _refused(tmp_path, kd_checkpoint, input, error, match, **kwargs):
     """Run infer_dicom expecting ``error``; check that nothing was written."""
     out = tmp_path / "out"
     with pytest.raises(error, match=match):
-        infer_dicom(str(KD_BUNDLE), str(input), str(out), ckpt_file=str(kd_checkpoint), **kwargs)
+        infer_dicom(str(KD_BUNDLE), str(input), str(out), ckpt_file=str(kd_checkpoint), force=True, **kwargs)
     assert files_below(out) == [], "a refused run must leave no output file"
     assert not out.exists(), "a refused run must not even create the output folder"
 
@@ -50,7 +50,7 @@ def test_several_series_and_no_selector(tmp_path, kd_checkpoint):
     _refused(tmp_path, kd_checkpoint, folder, DicomInputError, r"(?s)holds 2 DICOM series; choose one.*CT.*MR")
     _refused(tmp_path, kd_checkpoint, folder, DicomInputError, "no series .* matches modality=PT", modality="PT")
     written = infer_dicom(
-        str(KD_BUNDLE), str(folder), str(tmp_path / "ok"), modality="MR", ckpt_file=str(kd_checkpoint)
+        str(KD_BUNDLE), str(folder), str(tmp_path / "ok"), modality="MR", ckpt_file=str(kd_checkpoint), force=True
     )
     assert len(written) == 2  # the selector resolves it
 
@@ -100,12 +100,12 @@ def test_output_inside_the_input_folder(ct_dir, tmp_path, kd_checkpoint):
     before = {p: p.stat().st_mtime_ns for p in files}
     for output in (tmp_path / "in" / "results", tmp_path / "in", tmp_path / "in" / "a" / ".." / "b"):
         with pytest.raises(OutputPathError, match="inside the input folder|is the input itself"):
-            infer_dicom(str(KD_BUNDLE), str(tmp_path / "in"), str(output), ckpt_file=str(kd_checkpoint))
+            infer_dicom(str(KD_BUNDLE), str(tmp_path / "in"), str(output), ckpt_file=str(kd_checkpoint), force=True)
     assert {p: p.stat().st_mtime_ns for p in files_below(tmp_path / "in")} == before
     single = tmp_path / "ct.dcm"
     shutil.copyfile(pydicom_file("CT_small.dcm"), single)
     with pytest.raises(OutputPathError, match="exists and is not a folder|is the input itself"):
-        infer_dicom(str(KD_BUNDLE), str(single), str(single), ckpt_file=str(kd_checkpoint))
+        infer_dicom(str(KD_BUNDLE), str(single), str(single), ckpt_file=str(kd_checkpoint), force=True)
 
 
 def test_other_refusals(tmp_path, kd_checkpoint, data_dir):
@@ -114,7 +114,7 @@ def test_other_refusals(tmp_path, kd_checkpoint, data_dir):
     _refused(tmp_path, kd_checkpoint, nifti, DicomInputError, "select DICOM series; the input is NIfTI", modality="CT")
     with pytest.raises(BundleError, match="no weights"):
         infer_dicom(
-            str(KD_BUNDLE), pydicom_file("CT_small.dcm"), str(tmp_path / "out"), ckpt_file=str(tmp_path / "x.pt")
+            str(KD_BUNDLE), pydicom_file("CT_small.dcm"), str(tmp_path / "out"), ckpt_file=str(tmp_path / "x.pt"), force=True
         )
     assert not (tmp_path / "out").exists()
 
@@ -129,7 +129,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, kd_checkpoint, monkeypat
 
     monkeypatch.setattr(json, "dump", broken_dump)
     with pytest.raises(OSError, match="disk full"):
-        infer_dicom(str(KD_BUNDLE), pydicom_file("CT_small.dcm"), str(tmp_path / "out"), ckpt_file=str(kd_checkpoint))
+        infer_dicom(str(KD_BUNDLE), pydicom_file("CT_small.dcm"), str(tmp_path / "out"), ckpt_file=str(kd_checkpoint), force=True)
     assert not (tmp_path / "out").exists()
 
 
@@ -168,5 +168,5 @@ def test_unreadable_header_in_folder(tmp_path, kd_checkpoint):
     data[132 + 8 : 132 + 40] = b"\xff" * 32  # break the file meta group
     (folder / "broken.dcm").write_bytes(bytes(data))
     with pytest.raises(DicomInputError, match="broken.dcm' is not a readable DICOM file"):
-        infer_dicom(str(KD_BUNDLE), str(folder), str(tmp_path / "out"), ckpt_file=str(kd_checkpoint))
+        infer_dicom(str(KD_BUNDLE), str(folder), str(tmp_path / "out"), ckpt_file=str(kd_checkpoint), force=True)
     assert not (tmp_path / "out").exists()

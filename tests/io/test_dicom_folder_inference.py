@@ -46,14 +46,14 @@ def test_every_series_of_a_folder_with_one_loaded_model(ct_dir, kd_checkpoint, t
 
     monkeypatch.setattr(dicom_inference.BundlePredictor, "__init__", counting)
     seen, timings = [], {}
-    written = infer_dicom_folder(str(KD_BUNDLE), str(tmp_path / "in"), str(tmp_path / "out"), ckpt_file=str(kd_checkpoint),
+    written = infer_dicom_folder(str(KD_BUNDLE), str(tmp_path / "in"), str(tmp_path / "out"), ckpt_file=str(kd_checkpoint), force=True,
                                  timings=timings, progress=lambda done, total, uid: seen.append((done, total, uid)))
     assert len(built) == 1  # one model for the three series
     assert sorted(p.rsplit("/", 1)[1] for p in written) == sorted(
         f"{u}.{suffix}" for u in uids for suffix in ("sr.dcm", "classification.json"))
     assert [s[:2] for s in seen] == [(1, 3), (2, 3), (3, 3)] and timings["series"] == 3
     # each series gets what a one-series call gives it
-    one = infer_dicom(str(KD_BUNDLE), str(tmp_path / "in" / "patient1"), str(tmp_path / "one"), ckpt_file=str(kd_checkpoint))
+    one = infer_dicom(str(KD_BUNDLE), str(tmp_path / "in" / "patient1"), str(tmp_path / "one"), ckpt_file=str(kd_checkpoint), force=True)
     single = json.loads(open(one[1]).read())
     batch = json.loads((tmp_path / "out" / f"{uids[1]}.classification.json").read_text())
     assert batch["probabilities"] == pytest.approx(single["probabilities"], abs=1e-6)
@@ -66,6 +66,6 @@ def test_a_bad_series_does_not_stop_the_others(ct_dir, kd_checkpoint, tmp_path):
     for path in sorted(bad.iterdir())[:5]:  # pixel data cut short: headers read, decoding fails
         path.write_bytes(path.read_bytes()[:2000])
     with pytest.raises(DicomInputError, match="1 of 2 series or study folders failed"):
-        infer_dicom_folder(str(KD_BUNDLE), str(tmp_path / "in"), str(tmp_path / "out"), ckpt_file=str(kd_checkpoint))
+        infer_dicom_folder(str(KD_BUNDLE), str(tmp_path / "in"), str(tmp_path / "out"), ckpt_file=str(kd_checkpoint), force=True)
     assert (tmp_path / "out" / f"{uids[0]}.classification.json").is_file()
     assert not list((tmp_path / "out").glob(f"{uids[1]}*"))

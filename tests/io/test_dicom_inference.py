@@ -34,7 +34,7 @@ def test_task_from_metadata():
 def test_kd_bundle_on_real_ct_series(ct_dir, ct_series, kd_checkpoint, tmp_path):
     """A 2D classifier on a CT volume classifies the middle slice; SR + JSON reference it."""
     out = tmp_path / "out"
-    written = infer_dicom(str(KD_BUNDLE), str(ct_dir), str(out), ckpt_file=str(kd_checkpoint))
+    written = infer_dicom(str(KD_BUNDLE), str(ct_dir), str(out), ckpt_file=str(kd_checkpoint), force=True)
     stem = ct_series.series_uid
     assert written == [str(out / f"{stem}.sr.dcm"), str(out / f"{stem}.classification.json")]
     assert files_below(out) == sorted(out / name for name in (f"{stem}.sr.dcm", f"{stem}.classification.json"))
@@ -54,13 +54,13 @@ def test_kd_bundle_on_real_ct_series(ct_dir, ct_series, kd_checkpoint, tmp_path)
 def test_kd_bundle_on_single_image_and_nifti(data_dir, kd_checkpoint, tmp_path):
     """pydicom's one-slice CT (2D path) and a real CT NIfTI volume (JSON only, middle of 30 slices)."""
     written = infer_dicom(
-        str(KD_BUNDLE), pydicom_file("CT_small.dcm"), str(tmp_path / "a"), ckpt_file=str(kd_checkpoint)
+        str(KD_BUNDLE), pydicom_file("CT_small.dcm"), str(tmp_path / "a"), ckpt_file=str(kd_checkpoint), force=True
     )
     assert [p.rsplit(".", 2)[-2:] for p in written] == [["sr", "dcm"], ["classification", "json"]]
     assert json.loads(Path(written[1]).read_text())["slice_index"] == 0
     assert dciodvfy_errors(written[0]) == []
     nifti = data_dir / "totalsegmentator-examples" / "example_ct_sm.nii.gz"
-    written = infer_dicom(str(KD_BUNDLE), str(nifti), str(tmp_path / "b"), ckpt_file=str(kd_checkpoint))
+    written = infer_dicom(str(KD_BUNDLE), str(nifti), str(tmp_path / "b"), ckpt_file=str(kd_checkpoint), force=True)
     assert written == [str(tmp_path / "b" / "example_ct_sm.classification.json")]
     summary = json.loads((tmp_path / "b" / "example_ct_sm.classification.json").read_text())
     assert summary["slice_index"] == 15 and "series_instance_uid" not in summary
@@ -104,7 +104,7 @@ def test_timings_of_each_stage(ct_dir, kd_checkpoint, tmp_path):
     from monai_kd.dicom_inference import TIMING_KEYS
 
     timings: dict = {}
-    written = infer_dicom(str(KD_BUNDLE), str(ct_dir), str(tmp_path / "a"), ckpt_file=str(kd_checkpoint), timings=timings)
+    written = infer_dicom(str(KD_BUNDLE), str(ct_dir), str(tmp_path / "a"), ckpt_file=str(kd_checkpoint), force=True, timings=timings)
     assert len(written) == 2
     assert set(timings) == set(TIMING_KEYS)
     assert all(isinstance(v, float) and v >= 0 for v in timings.values())
@@ -136,12 +136,12 @@ def test_2d_segmentation_of_a_volume_needs_a_slice_inferer(data_dir, tmp_path):
     ckpt = tmp_path / "student.pt"
     torch.save(parser.get_parsed_content("network_def").state_dict(), ckpt)
     nifti = data_dir / "totalsegmentator-examples" / "example_mr_sm.nii.gz"
-    written = infer_dicom(str(bundle), str(nifti), str(tmp_path / "a"), ckpt_file=str(ckpt))
+    written = infer_dicom(str(bundle), str(nifti), str(tmp_path / "a"), ckpt_file=str(ckpt), force=True)  # abdominal MR at 3 mm: outside the contract
     assert nib.load(written[0]).shape == nib.load(nifti).shape
 
     config = json.loads((bundle / "configs" / "inference.json").read_text())
     config["inferer"] = {"_target_": "SimpleInferer"}
     (bundle / "configs" / "inference.json").write_text(json.dumps(config))
     with pytest.raises(DicomInputError, match="needs a SliceInferer"):
-        infer_dicom(str(bundle), str(nifti), str(tmp_path / "b"), ckpt_file=str(ckpt))
+        infer_dicom(str(bundle), str(nifti), str(tmp_path / "b"), ckpt_file=str(ckpt), force=True)  # abdominal MR at 3 mm: outside the contract
     assert not (tmp_path / "b").exists()

@@ -300,7 +300,7 @@ def test_series_are_routed_by_description_to_their_bundles(ct_dir, kd_checkpoint
         {"name": "organs", "bundle": str(segmentation_bundle(tmp_path / "bundle")), "modality": "CT",
          "description": "body"},
         {"name": "chest", "bundle": str(KD_BUNDLE), "ckpt_file": str(kd_checkpoint), "modality": "CT",
-         "description": "^chest"},
+         "description": "^chest", "force": True},  # a CT series is outside the chest X-ray classifier's contract
     ])
     node = DicomNode(tmp_path / "work", routes, port=0, quiet_time=0.5, output_dir=tmp_path / "out", fsync=False,
                      min_free_mb=50)

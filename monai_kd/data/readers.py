@@ -27,7 +27,7 @@ from monai.config import KeysCollection
 from monai.transforms import LoadImage, MapTransform, Resize, Zoom
 from monai.utils import convert_to_numpy
 
-__all__ = ["INTENSITY_MODES", "AsImaged", "image_reader", "load_items", "read_image"]
+__all__ = ["INTENSITY_MODES", "AsImaged", "ReadImaged", "image_reader", "load_items", "read_image"]
 
 #: files read with PIL (2D, grey or colour); PIL also reads the Netpbm files (e.g. STARE) that ITK cannot open
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".pnm", ".pbm")
@@ -257,4 +257,33 @@ class AsImaged(MapTransform):
                     path = getattr(image, "meta", {}).get("filename_or_obj", key)
                     raise ValueError(f"Image {path} has {image.shape[0]} channels; the bundle expects {self.channels}.")
             d[key] = image
+        return d
+
+
+class ReadImaged(MapTransform):
+    """Load image files with the reader :func:`image_reader` picks by suffix (as training reads them).
+
+    MONAI's ``LoadImaged`` tries its readers in a fixed order and cannot open Netpbm files (PPM/PGM, e.g. STARE);
+    this loads each path with the reader for its format and returns MONAI's ``MetaTensor`` (channel first, with the
+    file's metadata, so savers and ``Invertd`` work as after ``LoadImaged``).
+
+    Args:
+        keys: keys of the image paths.
+        reverse_indexing: see :func:`read_image` (``False``: 2D files as (row, column) arrays).
+        allow_missing_keys: don't raise for missing keys.
+    """
+
+    def __init__(self, keys: KeysCollection, reverse_indexing: bool = True, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.reverse_indexing = reverse_indexing
+
+    def __call__(self, data):
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = os.fspath(d[key])
+            try:
+                d[key] = _loader(image_reader(path), False, self.reverse_indexing)(path)
+            except Exception as exc:
+                reason = " ".join(str(exc).split())
+                raise ValueError(f"Cannot read image {path}: {reason}") from exc
         return d

@@ -120,7 +120,7 @@ def test_mask_of_another_size_is_one_line_naming_both_files(fundus_jpegs, tmp_pa
     folder = tmp_path / "bad"
     (folder / "images").mkdir(parents=True)
     (folder / "masks").mkdir()
-    for image in sorted((fundus_jpegs / "images").glob("*.jpg"))[:4]:
+    for image in sorted((fundus_jpegs / "images").glob("*.jpg")):
         (folder / "images" / image.name).write_bytes(image.read_bytes())
         mask = Image.open(fundus_jpegs / "masks" / f"{image.stem}_vessels.png")
         mask.save(folder / "masks" / f"{image.stem}_vessels.png")
@@ -141,3 +141,86 @@ def test_mask_of_another_size_is_one_line_naming_both_files(fundus_jpegs, tmp_pa
     assert mask.name == f"{image.stem}_vessels.png"
     assert sorted(map(int, match.group(2, 3))) == [40, 50]
     assert tuple(map(int, match.group(5, 6))) in (Image.open(image).size, Image.open(image).size[::-1])
+
+
+def _breast_datalist(breast_pngs: Path, datalist: Path, roles: dict[str, str]) -> None:
+    """The READMEs' ``monai-kd datalist`` commands: one per split folder and role, classes from the folder names."""
+    for split, role in roles.items():
+        ok(monai_kd("datalist", str(breast_pngs), "--images", f"{split}/*/*.png", "--labels", "folder", "--role", role,
+                    "--output", str(datalist)))
+
+
+def test_kdml_cls_readme_commands(breast_pngs, tmp_path):
+    datalist, root = tmp_path / "breast.json", tmp_path / "run"
+    _breast_datalist(breast_pngs, datalist, {"train": "training", "val": "validation", "test": "test"})
+    ok(monai_kd("train", "bundles/kdml_cls", "--datalist", str(datalist), "--teacher_epochs", "1", "--max_epochs", "1",
+                "--bundle_root", str(root)))
+    ok(monai_bundle("run", "--config_file", "bundles/kdml_cls/configs/inference.json", "--bundle_root", str(root),
+                    "--dataset_dir", str(breast_pngs / "test"), "--image_pattern", "*/*.png"))
+    assert len((root / "eval" / "predictions.csv").read_text().strip().splitlines()) == 16
+
+
+def test_emtkd_readme_commands(breast_pngs, tmp_path):
+    datalist, root = tmp_path / "domains.json", tmp_path / "run"
+    _breast_datalist(breast_pngs, datalist, {"train": "source", "val": "target_labelled"})
+    ok(monai_kd("datalist", str(breast_pngs), "--images", "test/*/*.png", "--role", "target_unlabelled",
+                "--output", str(datalist)))
+    content = json.loads(datalist.read_text())
+    assert "label" not in content["target_unlabelled"][0] and isinstance(content["source"][0]["label"], int)
+    ok(monai_bundle("run", "--config_file", "bundles/emtkd/configs/train_classification.json", "--bundle_root", str(root),
+                    "--datalist", str(datalist), "--teacher_epochs", "1", "--max_epochs", "1", "--epoch_length", "2"))
+    assert {p.name for p in (root / "models").glob("*.pt")} >= {"teacher_a.pt", "teacher_b.pt", "model.pt"}
+
+
+@pytest.fixture(scope="module")
+def brats_nifti_slices(tmp_path_factory, data_dir) -> Path:
+    """Every third axial BraTS FLAIR slice as a 2D NIfTI file, ``slices/{no_tumour,tumour}/<patient>_z<k>.nii.gz``."""
+    import nibabel as nib
+
+    from monai_kd.data import brats_slice_datalist
+
+    folder = tmp_path_factory.mktemp("slices")
+    for name in ("no_tumour", "tumour"):
+        (folder / name).mkdir()
+    for split in ("train", "val", "test"):
+        for item in brats_slice_datalist(data_dir / "brats2015-sample", split, "flair")[::3]:
+            name = ("no_tumour", "tumour")[int(item["label"])]
+            path = folder / name / f"{item['subject']}_z{int(item['slice']):03d}.nii.gz"
+            nib.save(nib.Nifti1Image(np.asarray(item["image"][0], np.float32), np.eye(4)), path)
+    return folder
+
+
+def test_mmkd_readme_commands(brats_nifti_slices, tmp_path):
+    datalist, root = tmp_path / "slices.json", tmp_path / "run"
+    out = ok(monai_kd("datalist", str(brats_nifti_slices), "--images", "*/*.nii.gz", "--labels", "folder",
+                      "--subject", "/(.+)_z[0-9]+", "--output", str(datalist)))
+    assert "of 6 subjects" in out and "0=no_tumour" in out  # the six BraTS patients
+    ok(monai_kd("train", "bundles/mmkd", "--datalist", str(datalist), "--teacher_epochs", "1", "--max_epochs", "1",
+                "--bundle_root", str(root)))
+    assert (root / "models" / "model.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def device_photographs(tmp_path_factory, retinal_dir) -> Path:
+    """The 66 retinal photographs in one folder per device (links to the shared files)."""
+    folder = tmp_path_factory.mktemp("devices")
+    for device, pattern in (("STARE", "STARE/stare-images/*.ppm"), ("VEVIO", "VEVIO/frames/*.png"),
+                            ("AV-WIDE", "AV-WIDE/images/*.png")):
+        (folder / device).mkdir()
+        for image in sorted(retinal_dir.glob(pattern)):
+            (folder / device / image.name).symlink_to(image)
+    return folder
+
+
+def test_weckd_readme_commands(device_photographs, tmp_path):
+    datalist, root = tmp_path / "devices.json", tmp_path / "run"
+    out = ok(monai_kd("datalist", str(device_photographs), "--images", "*/*", "--labels", "folder", "--subject",
+                      "(neo[0-9]+|im[0-9]+|wide_image_[0-9]+)", "--output", str(datalist)))
+    assert "66 images" in out and "0=AV-WIDE (30), 1=STARE (20), 2=VEVIO (16)" in out
+    ok(monai_kd("train", "bundles/weckd", "--datalist", str(datalist), "--in_channels", "3", "--num_classes", "3",
+                "--max_epochs", "1", "--min_iterations", "1", "--bundle_root", str(root)))
+    ok(monai_bundle("run", "--config_file", "bundles/weckd/configs/inference.json", "--bundle_root", str(root),
+                    "--in_channels", "3", "--num_classes", "3", "--dataset_dir", str(device_photographs),
+                    "--image_pattern", "*/*"))
+    rows = (root / "eval" / "predictions.csv").read_text().strip().splitlines()
+    assert len(rows) == 66 and all(len(row.split(",")) == 4 for row in rows)  # file, 3 class probabilities

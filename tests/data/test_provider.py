@@ -157,3 +157,16 @@ def test_datalist_command_matches_masks_labels_and_subjects(tmp_path, retinal_di
     assert [i["label"] for i in content["training"]] == [0, 0, 1] and [i["label"] for i in content["test"]] == [1]
     assert content["test"][0]["image"] == os.path.join("data", "malignant", "malignant0.png")  # relative to the file
     assert "'test': 1 images of 1 subjects, classes 0=benign (0), 1=malignant (1)" in capsys.readouterr().out
+
+
+def test_partition_by_subject_loses_nobody_to_rounding(tmp_path, breast):
+    """4 people at 0.8 / 0.1 / 0.1: MONAI's partition_dataset rounds to 3 / 0 / 0; the fourth goes to training."""
+    from monai_kd.data import datalist_split
+
+    images, labels = breast
+    items = _write_pngs(tmp_path, images[:8], labels[:8])  # p0..p3, two images each
+    (tmp_path / "d.json").write_text(json.dumps({"training": items}))
+    train = datalist_split(tmp_path / "d.json", "train")
+    assert sorted({i["subject"] for i in train}) == ["p0", "p1", "p2", "p3"] and len(train) == 8
+    with pytest.raises(ValueError, match="Split 'val' .* is empty"):
+        datalist_split(tmp_path / "d.json", "val")

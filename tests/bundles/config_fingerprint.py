@@ -62,7 +62,7 @@ def _scalars(obj) -> dict:
     for k, v in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else []:
         if k in DERIVED:
             continue
-        if isinstance(v, (bool, int, float, str, type(None))) and not k.startswith("_"):
+        if isinstance(v, (bool, int, float, str, type(None))) and not k.startswith("__"):  # private too (file names)
             out[k] = v
         elif isinstance(v, torch.nn.Module) and k in ("network", "averaged"):
             out[k] = type(v).__name__

@@ -26,11 +26,11 @@ def test_order_names_and_settings(tmp_path):
     assert isinstance(val, ValidationHandler) and val.interval == 2 and val.validator is validator
     assert isinstance(stats, StatsHandler) and stats.tag_name == "teacher_a_loss"
     assert isinstance(dsh, DistillationStatsHandler)
-    assert isinstance(saver, CheckpointSaver) and saver.final_filename == "teacher_a.pt"
+    assert isinstance(saver, CheckpointSaver) and saver._final_filename == "teacher_a.pt"
     trainer = Engine(lambda e, b: None)
     trainer.state.max_epochs = 4
     wa.attach(trainer)
     assert wa.start_epoch == 3  # int(4 * 0.5) + 1
     plain = stage_handlers("student_alone", net, avg, scheduler, validator, str(tmp_path), ckpt_name="alone.pt")
     assert [type(h) for h in plain][:3] == [WeightAveraging, LrScheduleHandler, ValidationHandler]
-    assert len(plain) == 6 and plain[-1].final_filename == "alone.pt"  # no per-iteration log without log_dir
+    assert len(plain) == 6 and plain[-1]._final_filename == "alone.pt"  # no per-iteration log without log_dir

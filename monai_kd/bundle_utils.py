@@ -92,3 +92,14 @@ def check_overrides(config_files: str | os.PathLike | list[str | os.PathLike], o
                 float(value)
             except ValueError:
                 raise BundleError(f"config key '{key}' expects a number (default {current}), got '{value}'.") from None
+
+
+def default_device(cuda: str = "cuda:0"):
+    """``torch.device(cuda)`` when CUDA is available, else the CPU: a bundle's default ``device`` component.
+
+    Args:
+        cuda: the CUDA device to use when there is one.
+    """
+    import torch
+
+    return torch.device(cuda if torch.cuda.is_available() else "cpu")

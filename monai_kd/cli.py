@@ -11,6 +11,7 @@ Examples::
     monai-kd export bundles/kd                        # models/model.ts (TorchScript) and models/model.onnx
     monai-kd results kd                               # evidence: mean ± std, paired differences, 95% CIs
     monai-kd verify bundles/kd                        # metadata against the shipped schema
+    monai-kd datalist DATA --images "images/*.png" --masks "masks/{stem}.png" --output my.json   # then --datalist my.json
     monai-kd infer-dicom --bundle bundles/kd --input DICOM_DIR --output OUT_DIR [--modality CT] [--nifti] [--all_series]
     monai-kd serve --work_dir /var/lib/monai-kd --bundle BUNDLE --port 11112 --destination ORTHANC@127.0.0.1:4242
     monai-kd infer-dicomweb --url http://127.0.0.1:8042/dicom-web --study UID [--series UID] --bundle BUNDLE
@@ -24,6 +25,7 @@ import sys
 from typing import Any
 
 from monai_kd.bundle_utils import BundleError, bundle_file, check_overrides, input_shape, verify_metadata
+from monai_kd.cli_datalist import datalist
 
 STAGES = {
     "all": "run",
@@ -405,7 +407,7 @@ def main() -> None:
     # and falls back to ``inspect`` without it: keep ``monai-kd --help`` fast (``--interactive`` is not offered).
     sys.modules.setdefault("IPython", None)  # type: ignore[arg-type]
     try:
-        fire.Fire(command=argv, component={"run": pipeline, "infer-dicom": infer_dicom, "serve": serve, "infer-dicomweb": infer_dicomweb, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
+        fire.Fire(command=argv, component={"datalist": datalist, "run": pipeline, "infer-dicom": infer_dicom, "serve": serve, "infer-dicomweb": infer_dicomweb, "train": train, "evaluate": evaluate, "export": export, "results": results, "verify": verify})
     except Exception as e:  # report the root cause in one line; MONAI wraps config errors in RuntimeErrors
         cause = root_cause(e)
         if not isinstance(cause, CLEAR_ERRORS):

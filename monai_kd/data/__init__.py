@@ -11,6 +11,8 @@
   whole-tumour mask) or volumes per contrast, split by patient, with labelled/unlabelled roles.
 - :func:`shifted_medmnist_datalist`: MedMNIST under named acquisition shifts (:data:`DOMAINS`), disjoint per domain.
 - :func:`held_out_role`: a seeded, stratified held-out role of a split (MMKD's quiz set), disjoint from the rest.
+- :class:`DatalistProvider`: a bundle's data by role, from the user's datalist JSON (``--datalist``) or the bundle's
+  benchmark (:class:`MedMNISTBenchmark`, :class:`BratsSliceBenchmark`, ...); :mod:`.readers` reads the files.
 - :class:`VolumeSliceDataset`: 2D slice items, also from 3D image/label files (e.g. a MONAI Label datastore).
 """
 
@@ -21,10 +23,24 @@ from .datalist import datalist_split
 from .domain_shift import DOMAINS, AcquisitionShift, domain_partition, shifted_medmnist_datalist
 from .images import image_datalist
 from .medmnist import medmnist_datalist
+from .provider import (
+    BratsSliceBenchmark,
+    BratsVolumeBenchmark,
+    DatalistProvider,
+    MedMNISTBenchmark,
+    ShiftedMedMNISTBenchmark,
+    role_items,
+)
 from .roles import held_out_role
 from .volume_slices import VolumeSliceDataset, volume_slices
 
 __all__ = [
+    "BratsSliceBenchmark",
+    "BratsVolumeBenchmark",
+    "DatalistProvider",
+    "MedMNISTBenchmark",
+    "ShiftedMedMNISTBenchmark",
+    "role_items",
     "BRATS_CONTRASTS",
     "DOMAINS",
     "AcquisitionShift",

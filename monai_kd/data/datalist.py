@@ -204,6 +204,9 @@ def _partition_by_subject(
     unique = sorted(set(subjects))  # sorted: the same subjects give the same partition whatever the item order
     parts = partition_dataset(unique, ratios=ratios, shuffle=True, seed=seed)
     part_of = {subject: i for i, part in enumerate(parts) for subject in part}
+    first = next(i for i, r in enumerate(ratios) if r > 0)
+    for subject in unique:  # partition_dataset rounds down and can leave subjects out (4 subjects, 0.8/0.1/0.1)
+        part_of.setdefault(subject, first)
     out: list[list[dict]] = [[] for _ in parts]
     for item, subject in zip(items, subjects):
         out[part_of[subject]].append(item)

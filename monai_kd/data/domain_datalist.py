@@ -31,11 +31,9 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from monai.data import PILReader
-from monai.transforms import LoadImage, Resize, Zoom
-from monai.utils import convert_to_numpy
 
 from .datalist import _subject, datalist_split
+from .readers import load_items
 
 __all__ = ["TARGET_ROLES", "domain_datalist"]
 
@@ -74,91 +72,22 @@ def _labelled_items(items: list[dict], path: str, key: str) -> list[dict]:
     return out
 
 
-#: Netpbm files (e.g. the STARE fundus set) that ITK cannot open: read with PIL
-_PIL_SUFFIXES = (".ppm", ".pgm", ".pnm", ".pbm")
-
-
-def _read(reader: LoadImage, path: str) -> np.ndarray:
-    """``path`` as a float32 channel-first array, with a one-line error naming the file."""
-    if str(path).lower().endswith(_PIL_SUFFIXES):
-        reader = LoadImage(reader=PILReader(), image_only=True, ensure_channel_first=True)
-    try:
-        return convert_to_numpy(reader(path), dtype=np.float32)
-    except Exception as exc:  # readers raise many types (ITK, nibabel, PIL, pydicom)
-        reason = " ".join(str(exc).split())
-        raise ValueError(f"Cannot read image {path}: {reason}") from exc
-
-
-def _resize(array: np.ndarray, path: str, spatial_size: Sequence[int] | None, scale: float | None, mode: str) -> np.ndarray:
-    """Resize a channel-first array to ``spatial_size`` or by the factor ``scale`` (neither: unchanged)."""
-    if spatial_size is None and scale is None:
-        return array
-    dims = len(spatial_size) if spatial_size is not None else array.ndim - 1
-    while array.ndim - 1 > dims and array.shape[-1] == 1:  # e.g. a 2D slice stored as (H, W, 1)
-        array = array[..., 0]
-    if array.ndim - 1 != dims:
-        raise ValueError(
-            f"Image {path} has spatial shape {array.shape[1:]}, expected {dims} dimensions "
-            f"(spatial_size {tuple(spatial_size)})."
-        )
-    if spatial_size is None:  # MONAI's Zoom, as an inference config would use it (and Invertd can undo)
-        return convert_to_numpy(Zoom(scale, mode=mode, keep_size=False)(array), dtype=np.float32)
-    return convert_to_numpy(Resize(tuple(spatial_size), mode=mode)(array), dtype=np.float32)
-
-
-def _load_mask(reader: LoadImage, path: str, spatial_size: Sequence[int] | None, scale: float | None) -> np.ndarray:
-    """A label map ``(1, *spatial)`` of class indices (``uint8``); binary 0/255 masks become 0/1.
-
-    Binary masks are resized by area and thresholded at one half; other label maps by nearest neighbour.
-    """
-    mask = _read(reader, path)[:1]
-    values = np.unique(mask)
-    if set(values.tolist()) <= {0.0, 255.0}:
-        mask = mask / 255.0
-    binary = set(np.unique(mask).tolist()) <= {0.0, 1.0}
-    mask = _resize(mask, path, spatial_size, scale, "area" if binary else "nearest")
-    return (mask >= 0.5).astype(np.uint8) if binary else np.rint(mask).astype(np.uint8)
-
-
 def _load_images(
     items: list[dict],
     spatial_size: Sequence[int] | None,
     grey: bool,
     scale: float | None = None,
     channel: int | None = None,
+    channels: int | None = None,
+    intensity: str | None = None,
 ) -> list[dict]:
-    """Read every item's image (and label map or field of view, when they are paths) into memory.
+    """Read every item's image (and label map or field of view) into memory (:func:`monai_kd.data.readers.load_items`).
 
-    Args:
-        items: items with an ``image`` path (file or DICOM folder).
-        spatial_size: output spatial size (``Resize``, mode "area"); ``None`` keeps the size (or applies ``scale``).
-        grey: average several channels into one.
-        scale: resize by this factor instead (images of different sizes keep their aspect and relative scale).
-        channel: keep this channel of multi-channel images (e.g. 1, green, for fundus photographs) instead of
-            averaging them; a single-channel image is kept as it is.
-
-    Returns:
-        New items whose ``image`` (and ``label`` / ``fov`` map) is the array and ``path`` the original image path.
-
-    Raises:
-        ValueError: When an image cannot be read or has more spatial dimensions than ``spatial_size``
-            (other than trailing singleton dimensions).
+    ``grey`` averages several channels into one unless ``channels`` asks for another count.
     """
-    reader = LoadImage(image_only=True, ensure_channel_first=True)
-    out = []
-    for item in items:
-        path = item["image"]
-        image = _read(reader, path)
-        if channel is not None and image.shape[0] > 1:
-            image = image[channel : channel + 1]
-        elif grey and image.shape[0] > 1:
-            image = image.mean(axis=0, keepdims=True)
-        loaded = {**item, "image": _resize(image, path, spatial_size, scale, "area"), "path": path}
-        for key in ("label", "fov"):
-            if isinstance(item.get(key), (str, os.PathLike)):
-                loaded[key] = _load_mask(reader, os.fspath(item[key]), spatial_size, scale)
-        out.append(loaded)
-    return out
+    if channels is None and grey:
+        channels = 1
+    return load_items(items, spatial_size, channels, scale, channel, intensity)
 
 
 def domain_datalist(
@@ -172,6 +101,8 @@ def domain_datalist(
     grey: bool = True,
     scale: float | None = None,
     channel: int | None = None,
+    channels: int | None = None,
+    intensity: str | None = None,
 ) -> list[dict]:
     """Items of one role of a cross-domain datalist JSON (see the module docstring for the format).
 
@@ -207,6 +138,8 @@ def domain_datalist(
         grey: average multi-channel images (e.g. RGB PNG) into one channel.
         scale: with ``spatial_size`` ``None``, resize every image (and label map) by this factor instead.
         channel: keep this channel of multi-channel images (e.g. 1, the green channel of fundus photographs).
+        channels: channel count of the loaded images (e.g. 3 for colour); default 1 with ``grey``, else as stored.
+        intensity: ``"unit"`` maps intensities to [0, 1] (see :func:`monai_kd.data.readers.load_items`).
 
     Returns:
         A list of dictionaries with ``image`` (array, or path when ``load`` is False), ``label``
@@ -242,7 +175,7 @@ def domain_datalist(
         _check_held_out_subjects(items, path, role, base_dir, ratios, seed)
     root = os.fspath(base_dir) if base_dir is not None else os.path.dirname(os.path.abspath(path))
     items = [{**i, "fov": os.path.join(root, i["fov"])} if isinstance(i.get("fov"), str) else i for i in items]
-    return _load_images(items, spatial_size, grey, scale, channel) if load else items
+    return _load_images(items, spatial_size, grey, scale, channel, channels, intensity) if load else items
 
 
 def _check_held_out_subjects(

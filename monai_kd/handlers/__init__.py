@@ -10,6 +10,7 @@ from monai_kd.handlers.metrics_writer import MetricsJSONWriter
 from monai_kd.handlers.output_transforms import from_engine_stacked
 from monai_kd.handlers.prediction_writer import PredictionWriter
 from monai_kd.handlers.pretrained_loader import PretrainedLoader
+from monai_kd.handlers.stage import stage_handlers
 from monai_kd.handlers.training_checkpoint import AtomicSaveHandler, ResumeError, TrainingCheckpoint
 from monai_kd.handlers.weight_averaging import WeightAveraging
 
@@ -28,4 +29,5 @@ __all__ = [
     "TrainingCheckpoint",
     "WeightAveraging",
     "from_engine_stacked",
+    "stage_handlers",
 ]

@@ -126,6 +126,8 @@ class WeightAveraging:
         averaged: a module of the same architecture that receives the average (its own weights are overwritten).
         mode: ``"swa"`` or ``"ema"``.
         start_epoch: first epoch (1-based) whose weights enter the average.
+        start_fraction: instead of ``start_epoch``: start after this fraction of the engine's ``max_epochs``,
+            ``start_epoch = int(max_epochs * start_fraction) + 1`` (set when the handler is attached).
         decay: EMA decay, used with ``mode="ema"``.
         bn_loaders: loader(s) of training batches for the BatchNorm recomputation; ``None`` uses the engine's
             ``data_loader``. Give the source and the target loader of a domain-adversarial network, which saw both.
@@ -143,7 +145,10 @@ class WeightAveraging:
         bn_loaders: Iterable | Sequence[Iterable] | None = None,
         bn_max_batches: int | None = None,
         image_key: str | Sequence[str] = "image",
+        start_fraction: float | None = None,
     ) -> None:
+        if start_fraction is not None and not 0.0 <= start_fraction <= 1.0:
+            raise ValueError(f"start_fraction must be in [0, 1], got {start_fraction}.")
         if mode not in ("swa", "ema"):
             raise ValueError(f'mode must be "swa" or "ema", got "{mode}".')
         if not 0.0 < decay < 1.0:
@@ -156,6 +161,7 @@ class WeightAveraging:
         self.averaged = averaged
         self.mode = mode
         self.start_epoch = start_epoch
+        self.start_fraction = start_fraction
         self.decay = decay
         self.bn_loaders = bn_loaders
         self.bn_max_batches = bn_max_batches
@@ -170,12 +176,19 @@ class WeightAveraging:
 
     def attach(self, engine: Engine) -> None:
         """Register the update on the engine's iteration (EMA) or epoch (SWA) completion, then BatchNorm recomputation."""
+        self._set_start(engine)
         event = Events.ITERATION_COMPLETED if self.mode == "ema" else Events.EPOCH_COMPLETED
         engine.add_event_handler(event, self)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.update_batch_norm)
         engine.add_event_handler(Events.STARTED, self._reset)
 
+    def _set_start(self, engine: Engine) -> None:
+        """``start_epoch`` from ``start_fraction`` and the engine's ``max_epochs`` (known at attach or at the start)."""
+        if self.start_fraction is not None and engine.state.max_epochs is not None:
+            self.start_epoch = int(engine.state.max_epochs * self.start_fraction) + 1
+
     def _reset(self, engine: Engine) -> None:
+        self._set_start(engine)
         if engine.state.epoch < self.start_epoch:
             self.num_averaged = 0
             self.averaged.load_state_dict(self.network.state_dict())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from monai.networks.layers import Conv
@@ -78,3 +80,33 @@ class FeatureKDLoss(_Loss):
             )
         per_instance = (mapped.float() - target.float()).pow(2).reshape(mapped.shape[0], -1).mean(dim=1)
         return reduce(per_instance, self.reduction)
+
+
+def per_teacher_feature_losses(
+    student_layer: str,
+    student_channels: int | None,
+    teacher_layers: Sequence[str],
+    teacher_channels: Sequence[int | None],
+    spatial_dims: int = 2,
+    reduction: str = "mean",
+    enabled: bool = True,
+) -> list[FeatureKDLoss]:
+    """One :class:`FeatureKDLoss` per teacher: from ``student_layer`` to teacher ``k``'s ``teacher_layers[k]``.
+
+    Args:
+        student_layer: tapped student layer.
+        student_channels: its channel count.
+        teacher_layers: one tapped layer per teacher (teachers of different families have different layer names).
+        teacher_channels: their channel counts.
+        spatial_dims: spatial dimensions of the features.
+        reduction: reduction of each loss (``"none"``: per-sample, for a per-teacher weighting).
+        enabled: ``False`` gives no loss (a bundle switches the feature terms off without building them).
+    """
+    if not enabled:
+        return []
+    if len(teacher_layers) != len(teacher_channels):
+        raise ValueError(f"{len(teacher_layers)} teacher layers but {len(teacher_channels)} channel counts.")
+    return [
+        FeatureKDLoss(student_layer, layer, k, student_channels, channels, spatial_dims=spatial_dims, reduction=reduction)
+        for k, (layer, channels) in enumerate(zip(teacher_layers, teacher_channels))
+    ]

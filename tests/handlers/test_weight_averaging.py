@@ -29,6 +29,18 @@ def test_swa_is_the_mean_of_epochs_from_start():
     assert avg.weight.item() == pytest.approx(3.0)  # mean of 1, 2, 6; epoch 1 excluded
 
 
+def test_swa_start_fraction_starts_after_that_fraction_of_the_epochs():
+    net, avg = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    engine = _engine_setting_weights(net, [10.0, 1.0, 2.0, 6.0])
+    handler = WeightAveraging(net, avg, mode="swa", start_epoch=1, start_fraction=0.5)
+    handler.attach(engine)
+    engine.run([0], max_epochs=4)
+    assert handler.start_epoch == 3  # int(4 * 0.5) + 1, as the bundles' former "$int(@max_epochs * f) + 1"
+    assert avg.weight.item() == pytest.approx(4.0)  # mean of epochs 3 and 4: 2 and 6
+    with pytest.raises(ValueError, match="start_fraction"):
+        WeightAveraging(net, avg, start_fraction=1.5)
+
+
 def test_ema_follows_formula_and_tracks_before_start():
     net, avg = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
     engine = _engine_setting_weights(net, [4.0, 0.0, 8.0])

@@ -1,0 +1,226 @@
+"""The "Your own data" sections of the bundle READMEs, run as a user runs them: files on disk, documented commands only.
+
+Each bundle gets a real data set it does not use itself, converted here into the files a user would have (never into
+the repository): AV-WIDE fundus photographs as JPEG with PNG vessel masks for the 2D segmentation bundle (kdml_seg),
+BreastMNIST as grey PNG files in one folder per class for the classifiers. The commands are the READMEs' with tiny
+epoch counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def monai_kd(*args: str) -> subprocess.CompletedProcess:
+    """``monai-kd ARGS`` (the console script is ``monai_kd.cli:main``), run from the repository root."""
+    return subprocess.run([sys.executable, "-m", "monai_kd.cli", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=1800)
+
+
+def monai_bundle(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=1800)
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def fundus_jpegs(tmp_path_factory, retinal_dir) -> Path:
+    """Twelve AV-WIDE fundus photographs as a user would have them: colour JPEG images, PNG vessel masks."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("fundus")
+    (folder / "images").mkdir()
+    (folder / "masks").mkdir()
+    for image in sorted((retinal_dir / "AV-WIDE" / "images").glob("*.png"))[:12]:
+        Image.open(image).convert("RGB").save(folder / "images" / f"{image.stem}.jpg", quality=95)
+        mask = retinal_dir / "AV-WIDE" / "manual" / f"{image.stem}_vessels.png"
+        (folder / "masks" / f"{image.stem}_vessels.png").write_bytes(mask.read_bytes())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def breast_pngs(tmp_path_factory, data_dir) -> Path:
+    """BreastMNIST as grey PNG files, ``{train,val,test}/{benign,malignant}/`` (a subset: 48 / 16 / 16 images)."""
+    from PIL import Image
+
+    archive = np.load(data_dir / "breastmnist" / "breastmnist.npz")
+    folder = tmp_path_factory.mktemp("breast")
+    for split, count in (("train", 48), ("val", 16), ("test", 16)):
+        images, labels = archive[f"{split}_images"], archive[f"{split}_labels"].reshape(-1)
+        for label, name in ((0, "malignant"), (1, "benign")):
+            (folder / split / name).mkdir(parents=True)
+            for i in np.flatnonzero(labels == label)[: count // 2]:
+                Image.fromarray(images[i]).save(folder / split / name / f"{split}_{i:04d}.png")
+    return folder
+
+
+def test_colour_segmentation_trains_and_infers_with_documented_commands(fundus_jpegs, tmp_path):
+    """kdml_seg (trained on BraTS FLAIR) learns vessels from colour JPEG fundus photographs and segments new ones."""
+    datalist = tmp_path / "fundus.json"
+    out = ok(monai_kd("datalist", str(fundus_jpegs), "--images", "images/*.jpg", "--masks", "masks/{stem}_vessels.png",
+                      "--output", str(datalist)))
+    assert "12 images of 12 subjects, 12 masks" in out
+    root = tmp_path / "run"
+    ok(monai_kd("train", "bundles/kdml_seg", "--datalist", str(datalist), "--in_channels", "3",
+                "--teacher_epochs", "1", "--max_epochs", "1", "--bundle_root", str(root)))
+    assert (root / "models" / "model.pt").is_file()
+    ok(monai_bundle("run", "--config_file",
+                    "['bundles/kdml_seg/configs/inference.json','bundles/kdml_seg/configs/inference_2d.json']",
+                    "--bundle_root", str(root), "--in_channels", "3", "--dataset_dir", str(fundus_jpegs / "images")))
+    from PIL import Image
+
+    for image in sorted((fundus_jpegs / "images").glob("*.jpg"))[:3]:
+        seg = Image.open(root / "eval" / f"{image.stem}_seg.png")
+        assert seg.size == Image.open(image).size  # back at the photograph's own size
+        assert set(np.unique(np.asarray(seg)).tolist()) <= {0, 255}
+
+
+def test_grey_classification_trains_and_infers_with_documented_commands(breast_pngs, tmp_path):
+    """kd (trained on PneumoniaMNIST) learns BreastMNIST from PNG folders named by class and classifies new PNGs."""
+    datalist = tmp_path / "breast.json"
+    for split, role in (("train", "training"), ("val", "validation"), ("test", "test")):
+        out = ok(monai_kd("datalist", str(breast_pngs), "--images", f"{split}/*/*.png", "--labels", "folder",
+                          "--role", role, "--output", str(datalist)))
+        assert "classes 0=benign" in out and "1=malignant" in out
+    content = json.loads(datalist.read_text())
+    assert [len(content[r]) for r in ("training", "validation", "test")] == [48, 16, 16]
+    root = tmp_path / "run"
+    ok(monai_kd("train", "bundles/kd", "--datalist", str(datalist), "--teacher_epochs", "1", "--max_epochs", "1",
+                "--bundle_root", str(root)))
+    ok(monai_bundle("run", "--config_file", "bundles/kd/configs/inference.json", "--bundle_root", str(root),
+                    "--dataset_dir", str(breast_pngs / "test"), "--image_pattern", "*/*.png"))
+    rows = (root / "eval" / "predictions.csv").read_text().strip().splitlines()
+    assert len(rows) == 16
+    probabilities = np.array([[float(v) for v in row.split(",")[1:]] for row in rows])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_mask_of_another_size_is_one_line_naming_both_files(fundus_jpegs, tmp_path):
+    """A mask whose size differs from its image's stops training with one line naming the two files."""
+    from PIL import Image
+
+    folder = tmp_path / "bad"
+    (folder / "images").mkdir(parents=True)
+    (folder / "masks").mkdir()
+    for image in sorted((fundus_jpegs / "images").glob("*.jpg")):
+        (folder / "images" / image.name).write_bytes(image.read_bytes())
+        mask = Image.open(fundus_jpegs / "masks" / f"{image.stem}_vessels.png")
+        mask.save(folder / "masks" / f"{image.stem}_vessels.png")
+    for mask in (folder / "masks").glob("*.png"):  # every mask: whichever split is read first meets one
+        Image.open(mask).resize((50, 40)).save(mask)
+    datalist = tmp_path / "bad.json"
+    ok(monai_kd("datalist", str(folder), "--images", "images/*.jpg", "--masks", "masks/{stem}_vessels.png",
+                "--output", str(datalist)))
+    proc = monai_kd("train", "bundles/kdml_seg", "--datalist", str(datalist), "--in_channels", "3",
+                    "--teacher_epochs", "1", "--max_epochs", "1", "--bundle_root", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    line = proc.stderr.strip().splitlines()[-1]
+    match = re.fullmatch(r"monai-kd: error: ValueError: Mask (\S+) has size \((\d+), (\d+)\) but its image (\S+) has "
+                         r"size \((\d+), (\d+)\): a mask must have its image's size.", line)
+    assert match, line
+    mask, image = Path(match[1]), Path(match[4])
+    assert mask.parent == folder / "masks" and image.parent == folder / "images"
+    assert mask.name == f"{image.stem}_vessels.png"
+    assert sorted(map(int, match.group(2, 3))) == [40, 50]
+    assert tuple(map(int, match.group(5, 6))) in (Image.open(image).size, Image.open(image).size[::-1])
+
+
+def _breast_datalist(breast_pngs: Path, datalist: Path, roles: dict[str, str]) -> None:
+    """The READMEs' ``monai-kd datalist`` commands: one per split folder and role, classes from the folder names."""
+    for split, role in roles.items():
+        ok(monai_kd("datalist", str(breast_pngs), "--images", f"{split}/*/*.png", "--labels", "folder", "--role", role,
+                    "--output", str(datalist)))
+
+
+def test_kdml_cls_readme_commands(breast_pngs, tmp_path):
+    datalist, root = tmp_path / "breast.json", tmp_path / "run"
+    _breast_datalist(breast_pngs, datalist, {"train": "training", "val": "validation", "test": "test"})
+    ok(monai_kd("train", "bundles/kdml_cls", "--datalist", str(datalist), "--teacher_epochs", "1", "--max_epochs", "1",
+                "--bundle_root", str(root)))
+    ok(monai_bundle("run", "--config_file", "bundles/kdml_cls/configs/inference.json", "--bundle_root", str(root),
+                    "--dataset_dir", str(breast_pngs / "test"), "--image_pattern", "*/*.png"))
+    assert len((root / "eval" / "predictions.csv").read_text().strip().splitlines()) == 16
+
+
+def test_emtkd_readme_commands(breast_pngs, tmp_path):
+    datalist, root = tmp_path / "domains.json", tmp_path / "run"
+    _breast_datalist(breast_pngs, datalist, {"train": "source", "val": "target_labelled"})
+    ok(monai_kd("datalist", str(breast_pngs), "--images", "test/*/*.png", "--role", "target_unlabelled",
+                "--output", str(datalist)))
+    content = json.loads(datalist.read_text())
+    assert "label" not in content["target_unlabelled"][0] and isinstance(content["source"][0]["label"], int)
+    ok(monai_bundle("run", "--config_file", "bundles/emtkd/configs/train_classification.json", "--bundle_root", str(root),
+                    "--datalist", str(datalist), "--teacher_epochs", "1", "--max_epochs", "1", "--epoch_length", "2"))
+    assert {p.name for p in (root / "models").glob("*.pt")} >= {"teacher_a.pt", "teacher_b.pt", "model.pt"}
+
+
+@pytest.fixture(scope="module")
+def brats_nifti_slices(tmp_path_factory, data_dir) -> Path:
+    """Every third axial BraTS FLAIR slice as a 2D NIfTI file, ``slices/{no_tumour,tumour}/<patient>_z<k>.nii.gz``."""
+    import nibabel as nib
+
+    from monai_kd.data import brats_slice_datalist
+
+    folder = tmp_path_factory.mktemp("slices")
+    for name in ("no_tumour", "tumour"):
+        (folder / name).mkdir()
+    for split in ("train", "val", "test"):
+        for item in brats_slice_datalist(data_dir / "brats2015-sample", split, "flair")[::3]:
+            name = ("no_tumour", "tumour")[int(item["label"])]
+            path = folder / name / f"{item['subject']}_z{int(item['slice']):03d}.nii.gz"
+            nib.save(nib.Nifti1Image(np.asarray(item["image"][0], np.float32), np.eye(4)), path)
+    return folder
+
+
+def test_mmkd_readme_commands(brats_nifti_slices, tmp_path):
+    datalist, root = tmp_path / "slices.json", tmp_path / "run"
+    out = ok(monai_kd("datalist", str(brats_nifti_slices), "--images", "*/*.nii.gz", "--labels", "folder",
+                      "--subject", "/(.+)_z[0-9]+", "--output", str(datalist)))
+    assert "of 6 subjects" in out and "0=no_tumour" in out  # the six BraTS patients
+    ok(monai_kd("train", "bundles/mmkd", "--datalist", str(datalist), "--teacher_epochs", "1", "--max_epochs", "1",
+                "--bundle_root", str(root)))
+    assert (root / "models" / "model.pt").is_file()
+
+
+@pytest.fixture(scope="module")
+def device_photographs(tmp_path_factory, retinal_dir) -> Path:
+    """The 66 retinal photographs in one folder per device (links to the shared files)."""
+    folder = tmp_path_factory.mktemp("devices")
+    for device, pattern in (("STARE", "STARE/stare-images/*.ppm"), ("VEVIO", "VEVIO/frames/*.png"),
+                            ("AV-WIDE", "AV-WIDE/images/*.png")):
+        (folder / device).mkdir()
+        for image in sorted(retinal_dir.glob(pattern)):
+            (folder / device / image.name).symlink_to(image)
+    return folder
+
+
+def test_weckd_readme_commands(device_photographs, tmp_path):
+    datalist, root = tmp_path / "devices.json", tmp_path / "run"
+    out = ok(monai_kd("datalist", str(device_photographs), "--images", "*/*", "--labels", "folder", "--subject",
+                      "(neo[0-9]+|im[0-9]+|wide_image_[0-9]+)", "--output", str(datalist)))
+    assert "66 images" in out and "0=AV-WIDE (30), 1=STARE (20), 2=VEVIO (16)" in out
+    ok(monai_kd("train", "bundles/weckd", "--datalist", str(datalist), "--in_channels", "3", "--num_classes", "3",
+                "--max_epochs", "1", "--min_iterations", "1", "--bundle_root", str(root)))
+    ok(monai_bundle("run", "--config_file", "bundles/weckd/configs/inference.json", "--bundle_root", str(root),
+                    "--in_channels", "3", "--num_classes", "3", "--dataset_dir", str(device_photographs),
+                    "--image_pattern", "*/*"))
+    rows = (root / "eval" / "predictions.csv").read_text().strip().splitlines()
+    assert len(rows) == 66 and all(len(row.split(",")) == 4 for row in rows)  # file, 3 class probabilities

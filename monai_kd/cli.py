@@ -190,7 +190,8 @@ def infer_dicom(
         description: select by a case-insensitive substring of SeriesDescription.
         series_uid: select by SeriesInstanceUID (quote it on the command line).
         nifti: also write the segmentation as NIfTI.
-        ckpt_file: student weights; default ``BUNDLE/models/model.pt``.
+        ckpt_file: student weights; default ``BUNDLE/models/model.pt``; an ``.onnx`` file (e.g. the int8
+            ``model_int8.onnx``) is run by ONNX Runtime.
         device: ``cpu`` or ``cuda:N``.
         all_series: run on every series of a folder of studies (selected by ``modality`` / ``description`` if
             given), loading the model once.

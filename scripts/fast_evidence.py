@@ -150,7 +150,9 @@ def _selection(dataset: str, root: Path, teacher_ckpt: Path, seed: int, results:
     return selection["chosen"]["temperature"], selection["chosen"]["kd_weight"]
 
 
-def run_dataset(dataset: str, seeds: list[int], work: Path, teacher_work: Path, results: dict, output: Path) -> None:
+def run_dataset(
+    dataset: str, seeds: list[int], work: Path, teacher_work: Path, results: dict, output: Path, train_teachers: bool = True
+) -> None:
     """Train and evaluate every model of ``dataset``, adding each record to ``results`` and ``output`` at once."""
     for seed in seeds:
         done = {_key(r) for r in results["runs"]}
@@ -161,6 +163,9 @@ def run_dataset(dataset: str, seeds: list[int], work: Path, teacher_work: Path, 
         teacher_ckpt = teacher_work / dataset / f"seed{seed}" / "models" / "teacher.pt"
         if not teacher_ckpt.is_file():
             teacher_ckpt = root / "models" / "teacher.pt"
+            if not teacher_ckpt.is_file() and not train_teachers:
+                logger.info("skip %s seed %d: no teacher in %s and --reuse-teachers-only", dataset, seed, teacher_work)
+                continue
             _train("run_teacher", "teacher", root, dataset, seed, teacher_ckpt)
         tau, alpha = _selection(dataset, root, teacher_ckpt, seed, results, output)
         kd_override = {"temperature": tau, "kd_weight": alpha, "teacher_ckpt": str(teacher_ckpt)}
@@ -268,6 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=REPO / "scripts" / "_work" / "fast", help="checkpoints")
     parser.add_argument("--teacher-work", type=Path, default=REPO / "scripts" / "_work" / "kd",
                         help="kd evidence work folder whose teachers are reused (same config and seed)")
+    parser.add_argument("--reuse-teachers-only", action="store_true",
+                        help="skip a seed whose teacher is not in --teacher-work or --work instead of training it")
     parser.add_argument("--output", type=Path, default=BUNDLE / "docs" / "results_fast.json")
     parser.add_argument("--readme", type=Path, default=BUNDLE / "docs" / "README.md")
     parser.add_argument("--bench", type=Path, default=REPO / "docs" / "bench_latency.json")
@@ -282,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     results["protocol"] = __doc__.split("Writes")[0].strip()
     if not args.report_only:
         for dataset in args.datasets:
-            run_dataset(dataset, args.seeds, args.work, args.teacher_work, results, args.output)
+            run_dataset(dataset, args.seeds, args.work, args.teacher_work, results, args.output, not args.reuse_teachers_only)
     save_merged_results(args.output, results, _key)
     bench = json.loads(args.bench.read_text()) if args.bench.is_file() else None
     table = markdown(results, bench)

@@ -7,6 +7,7 @@ Examples::
     monai-kd train bundles/kd --stage student --max_epochs 5
     monai-kd evaluate bundles/kd                      # test metrics of every trained model
     monai-kd export bundles/kd                        # models/model.ts (TorchScript) and models/model.onnx
+    monai-kd export bundles/kd --int8 --overlay bundles/kd/configs/student_fast.json   # + models/model_int8.onnx
     monai-kd results bundles/kd                       # summary of docs/results.json
     monai-kd verify bundles/kd                        # metadata against the shipped schema
     monai-kd infer-dicom --bundle bundles/kd --input DICOM_DIR --output OUT_DIR [--modality CT] [--nifti] [--all_series]
@@ -82,7 +83,13 @@ def evaluate(bundle: str, **override: Any) -> None:
 
 
 def export(
-    bundle: str, onnx: bool = True, ckpt_file: str | None = None, output_dir: str | None = None, **override: Any
+    bundle: str,
+    onnx: bool = True,
+    ckpt_file: str | None = None,
+    output_dir: str | None = None,
+    int8: bool = False,
+    overlay: str | None = None,
+    **override: Any,
 ) -> None:
     """Export the bundle's student (``network_def`` of ``inference.json``) to TorchScript and ONNX.
 
@@ -96,9 +103,17 @@ def export(
         ckpt_file: weights to export (a plain state dict, as ``CheckpointSaver`` writes for one object);
             default ``models/model.pt``.
         output_dir: where to write ``model.ts`` / ``model.onnx``; default the bundle's ``models/``.
+        int8: also write ``model_int8.onnx``, quantised by ONNX Runtime (static, calibrated on 256 training images
+            of the bundle's ``train.json``; see :func:`monai_kd.quantization.quantize_onnx`).
+        overlay: a config file layered over ``inference.json`` and ``train.json``, e.g. the fast student's
+            ``configs/student_fast.json``.
         override: config overrides.
     """
     ckpt = ckpt_file or bundle_file(bundle, "models/model.pt")
+    overlays = [overlay] if overlay else []
+    for path in overlays:
+        if not os.path.isfile(path):
+            raise BundleError(f"overlay config '{path}' does not exist.")
     shape = input_shape(bundle)
     from monai.bundle import ckpt_export, onnx_export
 
@@ -106,7 +121,7 @@ def export(
         "net_id": "network_def",
         "ckpt_file": ckpt,
         "meta_file": bundle_file(bundle, "configs/metadata.json"),
-        "config_file": bundle_file(bundle, "configs/inference.json"),
+        "config_file": [bundle_file(bundle, "configs/inference.json"), *overlays],
         "input_shape": shape,
         "bundle_root": bundle,
         **override,
@@ -119,6 +134,14 @@ def export(
         written.append(os.path.join(out, "model.onnx"))
         dynamic = {"input_names": ["image"], "output_names": ["pred"], "dynamic_axes": {"image": {0: "batch"}, "pred": {0: "batch"}}}
         onnx_export(filepath=written[1], use_trace=True, converter_kwargs=dynamic, **common)
+    if int8:
+        if not onnx:
+            raise BundleError("--int8 quantises the ONNX export: drop --onnx False.")
+        from monai_kd.quantization import bundle_calibration_images, quantize_onnx
+
+        train_configs = [bundle_file(bundle, "configs/train.json"), *overlays]
+        images = bundle_calibration_images(train_configs, **{k: v for k, v in override.items() if k != "bundle_root"})
+        written.append(quantize_onnx(written[1], os.path.join(out, "model_int8.onnx"), images))
     if os.path.basename(os.path.normpath(out)) == "models":  # a model card beside it records the new checksums
         from monai_kd.model_card import refresh_exports
 

@@ -24,7 +24,16 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["OnnxNetwork", "export_onnx", "fake_quantized", "has_fake_quant", "quantize_onnx", "strip_fake_quant"]
+__all__ = [
+    "OnnxNetwork",
+    "bundle_calibration_images",
+    "calibration_images",
+    "export_onnx",
+    "fake_quantized",
+    "has_fake_quant",
+    "quantize_onnx",
+    "strip_fake_quant",
+]
 
 
 def export_onnx(net: nn.Module, input_shape: Sequence[int], path: str | os.PathLike, opset: int = 17) -> str:
@@ -216,3 +225,31 @@ def calibration_images(images: Iterable[np.ndarray], count: int = 256, seed: int
     array = np.stack(list(images)).astype(np.float32)
     rng = np.random.default_rng(seed)
     return array[rng.choice(len(array), size=min(count, len(array)), replace=False)]
+
+
+def bundle_calibration_images(config_files: Sequence[str], count: int = 256, seed: int = 0, **override) -> np.ndarray:
+    """``count`` training images of a bundle (seeded draw from ``train_datalist``, through ``val_transforms``).
+
+    Args:
+        config_files: the bundle's ``train.json`` (and overlays), which define ``train_datalist`` and
+            ``val_transforms``.
+        count: how many images.
+        seed: seed of the draw.
+        override: config overrides, e.g. ``dataset_dir``.
+
+    Raises:
+        KeyError: when the configs define no ``train_datalist`` or ``val_transforms``.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(list(config_files))
+    parser.update(override)
+    for key in ("train_datalist", "val_transforms"):
+        if key not in parser:
+            raise KeyError(f"{list(config_files)} define no '{key}' to draw calibration images from.")
+    items = parser.get_parsed_content("train_datalist")
+    transform = parser.get_parsed_content("val_transforms")
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(items), size=min(count, len(items)), replace=False)
+    return np.stack([np.asarray(transform(dict(items[i]))["image"], dtype=np.float32) for i in chosen])

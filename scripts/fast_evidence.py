@@ -128,15 +128,17 @@ def _key(record: dict) -> tuple:
 
 
 def _selection(dataset: str, root: Path, teacher_ckpt: Path, seed: int, results: dict, output: Path) -> tuple[float, float]:
-    """Temperature and KD weight: the kd evidence's choice, or the same grid and rule run here on seed 0."""
+    """Temperature and KD weight: the kd evidence's choice, or the same grid and rule run here on the first seed."""
     kd_results = kd.BUNDLE / "docs" / "results.json"
     chosen = json.loads(kd_results.read_text()).get("selection", {}).get(dataset, {}).get("chosen") if kd_results.is_file() else None
     selection = results["selection"].setdefault(dataset, {})
-    if chosen:
+    if "chosen" in selection:  # fixed once: every seed of a dataset uses the same pair
+        pass
+    elif chosen:
         selection.update(source="bundles/kd/docs/results.json (kd evidence, ResNet student)", chosen=chosen)
-    elif "chosen" not in selection:
+    else:
         selection.update(source="this script: the kd grid on seed 0 with the fast student",
-                         rule="lowest validation NLL of the KD student, seed 0", grid=[])
+                         rule=f"lowest validation NLL of the KD student, seed {seed}", grid=[])
         for tau, alpha in kd.GRID:
             sub = root / f"fast_kd_tau{tau:g}_w{alpha:g}"
             _train("run_student", "fast", sub, dataset, seed, sub / "models" / "model.pt",

@@ -131,3 +131,22 @@ def test_infer_dicom_runs_the_int8_model(fast_onnx, data_dir, tmp_path):
         a, b = summaries["fp32", label]["probabilities"], summaries["int8", label]["probabilities"]
         assert set(a) == {"normal", "pneumonia"} and sum(b.values()) == pytest.approx(1.0, abs=1e-5)
         assert b == pytest.approx(a, abs=0.1)
+
+
+def test_export_cli_writes_an_int8_model(fast_onnx, data_dir, tmp_path):
+    from monai_kd import cli
+
+    net, fp32, _ = fast_onnx
+    ckpt = tmp_path / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    out = tmp_path / "export"
+    cli.export(str(BUNDLE), ckpt_file=str(ckpt), output_dir=str(out), int8=True,
+               overlay=str(BUNDLE / "configs" / "student_fast.json"), dataset_dir=str(data_dir / "pneumoniamnist"))
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.ts", "model_int8.onnx"]
+    x = torch.from_numpy(_images(data_dir, "test")[0])
+    p_fp32 = OnnxNetwork(out / "model.onnx", threads=1)(x).softmax(1)
+    p_int8 = OnnxNetwork(out / "model_int8.onnx", threads=1)(x).softmax(1)
+    assert torch.allclose(p_fp32, OnnxNetwork(fp32, threads=1)(x).softmax(1), atol=1e-4)  # the same student
+    assert (p_int8.argmax(1) == p_fp32.argmax(1)).float().mean() >= 0.97
+    with pytest.raises(Exception, match="overlay config"):
+        cli.export(str(BUNDLE), ckpt_file=str(ckpt), output_dir=str(out), overlay="missing.json")

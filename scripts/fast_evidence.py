@@ -225,10 +225,12 @@ LATENCY_OF = {
 def _latency(bench: dict | None, model: str, batch: int) -> str:
     if not bench:
         return "not measured"
+    if bench.get("busy"):
+        return "busy run only"  # a README shows no latency measured on a busy machine
     name, runtime = LATENCY_OF[model]
     for r in bench.get("records", []):
         if (r["bundle"], r["model"], r["runtime"], r["threads"], r["batch"]) == ("kd", name, runtime, 1, batch):
-            return f"{1000 * r['median_s']:.2f}" + (" (busy)" if bench["busy"] else "")
+            return f"{1000 * r['median_s']:.2f}"
     return "not measured"
 
 
@@ -236,8 +238,9 @@ def markdown(results: dict, bench: dict | None) -> str:
     """Accuracy of every fast / int8 student beside its one-thread latency; paired gains by seed."""
     lines = []
     if bench and bench.get("busy"):
-        lines += ["**The latency benchmark behind the latency columns ran on a busy machine: its numbers are a draft, "
-                  "not evidence** (`python scripts/bench_latency.py` on an idle machine replaces them).", ""]
+        lines += ["Latency: `docs/bench_latency.json` holds only a busy-machine draft (not evidence), so no latency is "
+                  "shown; `python scripts/bench_latency.py` on an idle machine, then `python scripts/fast_evidence.py "
+                  "--report-only`, fills the columns.", ""]
     runs = results["runs"]
     for dataset in sorted({r["dataset"] for r in runs}):
         rs = [r for r in runs if r["dataset"] == dataset]

@@ -30,7 +30,10 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SUBMODULES)
+    # Only what is loaded: MONAI's ``ComponentLocator`` (the first ``_target_`` given by class name in a bundle
+    # config) runs ``inspect.getmembers`` on every loaded module whose name starts with "monai", which would
+    # import every lazy subpackage (engines, handlers: ~1 s of an ``infer-dicom`` start-up).
+    return sorted(globals())
 
 
 __all__ = ["data", "engines", "handlers", "inferers", "losses", "metrics", "model_card", "networks", "quantization", "__version__"]

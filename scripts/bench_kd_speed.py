@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Training speed of one distillation job in plain PyTorch, torchdistill and monai_kd (live and cached teachers).
 
+    bash scripts/bench_venv.sh     # once: .venv-torchdistill/ (torch 2.14.1 + torchvision 0.29.1 + torchdistill)
     OMP_NUM_THREADS=1 python scripts/bench_kd_speed.py [--jobs cls seg] [--epochs 5] [--limit N] [--threads 1]
         [--max-load 1.0] [--allow-busy] [--torchdistill-python .venv-torchdistill/bin/python]
 
@@ -17,7 +18,15 @@ shuffling, loss (``(1 - w) * task + w * T^2 * KL(student_T || teacher_T)``) and 
 Variants, run one after another in this process: ``student_alone`` (plain PyTorch loop, no teacher),
 ``pytorch_kd`` (plain PyTorch loop, teacher live), ``monai_kd_live`` (:class:`monai_kd.engines.DistillationTrainer`,
 no handlers), ``monai_kd_cached`` (the same with :class:`monai_kd.engines.TeacherCacheStep`: the first epoch fills
-the cache), and ``torchdistill`` when its Python is given and importable (else recorded with the reason).
+the cache); and, in the torchdistill environment (a subprocess of this script, ``--worker``, because torchdistill
+needs a torchvision that does not load beside the project's torch), ``torchdistill`` (1.1.5, the newest release,
+``DistillationBox`` with its ``KDLoss``) and ``torchdistill_cache_output`` (1.1.4, the last release that honours the
+``cache_output`` data-loader key: per-sample teacher-output files written in epoch 1, read afterwards). Both
+torchdistill arms set ``cache_output`` and record how many cache files were written (1.1.5 writes none: the key is
+ignored). Each worker measures ``student_alone`` and ``pytorch_kd`` again in its own process, so a torchdistill arm's
+ratio is to the student-alone epoch of the same process and torch build, and its first-batch loss is checked
+against the plain loop's (same weights, batches and loss). Without the environment they are recorded as skipped,
+with the reason.
 Per variant: seconds of every epoch; the result is the median of epochs 2..N (epoch 1 is warm-up / cache fill and is
 reported on its own), and each median as a ratio to ``student_alone``'s median of the same run.
 
@@ -49,8 +58,11 @@ DATA = Path(os.environ.get("MONAI_KD_DATA", REPO.parent / "shared" / "data"))
 OUT_JSON = REPO / "scripts" / "_work" / "bench_kd_speed.json"
 OUT_MD = REPO / "docs" / "bench_kd_speed.md"
 SECTION = "kd-speed"
-RERUN = "OMP_NUM_THREADS=1 python scripts/bench_kd_speed.py --torchdistill-python .venv-torchdistill/bin/python"
-VARIANTS = ("student_alone", "pytorch_kd", "monai_kd_live", "monai_kd_cached", "torchdistill")
+TORCHDISTILL_PYTHON = REPO / ".venv-torchdistill" / "bin" / "python"  # made by scripts/bench_venv.sh
+RERUN = "bash scripts/bench_venv.sh && OMP_NUM_THREADS=1 python scripts/bench_kd_speed.py"
+VARIANTS = ("student_alone", "pytorch_kd", "monai_kd_live", "monai_kd_cached", "torchdistill",
+            "torchdistill_cache_output")
+TORCHDISTILL_VARIANTS = ("torchdistill", "torchdistill_cache_output")
 JOBS: dict[str, dict[str, Any]] = {
     "cls": {"bundle": "kd", "teacher": "teacher_def", "student": "network_def", "batch": 128, "T": 4.0, "w": 0.9,
             "data": "PneumoniaMNIST train, 28 px"},
@@ -114,8 +126,9 @@ def kd_term(student_logits: Any, teacher_logits: Any, temperature: float) -> Any
     return kl.mean() * temperature**2
 
 
-def run_plain(job: str, items: list[dict], epochs: int, seed: int, with_teacher: bool) -> list[float]:
-    """Plain PyTorch loop; seconds per epoch."""
+def run_plain(job: str, items: list[dict], epochs: int, seed: int, with_teacher: bool,
+              losses: list | None = None) -> list[float]:
+    """Plain PyTorch loop; seconds per epoch (every batch's loss appended to ``losses`` if given)."""
     import torch
     import torch.nn.functional as F
 
@@ -139,6 +152,8 @@ def run_plain(job: str, items: list[dict], epochs: int, seed: int, with_teacher:
                 loss = F.cross_entropy(logits, y)
             loss.backward()
             optimizer.step()
+            if losses is not None:
+                losses.append(loss.item())
         times.append(time.perf_counter() - start)
     return times
 
@@ -169,16 +184,144 @@ def run_monai_kd(job: str, items: list[dict], epochs: int, seed: int, cached: bo
     return times, extra
 
 
-def run_torchdistill(python: str | None) -> tuple[list[float], dict]:
-    """torchdistill in its own environment, when it imports there; otherwise the reason it was not run."""
+class _PairDataset:
+    """``(image, label)`` pairs of the job's items: the form torchdistill's dataset wrappers expect."""
+
+    def __init__(self, items: list[dict]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[Any, Any]:
+        return self.items[index]["image"], self.items[index]["label"]
+
+
+def run_torchdistill_box(job: str, items: list[dict], epochs: int, seed: int, cache_dir: str | None,
+                         losses: list | None = None) -> list[float]:
+    """The job through torchdistill's ``DistillationBox`` (runs in the torchdistill environment); seconds per epoch.
+
+    The loss is torchdistill's ``KDLoss`` (``alpha * CE + beta * T^2 * KL``, ``reduction="batchmean"``) with
+    ``alpha = 1 - w`` and ``beta = w / (pixels per image)``, which is exactly the plain loop's loss (its KL is a
+    mean over rows and pixels, ``batchmean`` divides the sum by the batch size only); the same seeded weights and
+    shuffling, so the first batches' losses equal the plain loop's (``losses``). ``cache_dir`` sets the train data
+    loader's ``cache_output`` key (torchdistill <= 1.1.4 writes each sample's teacher output there in epoch 1 and
+    reads it back afterwards; 1.1.5 no longer reads the key, so nothing is written).
+    """
+    import torch
+    from torchdistill.core.distillation import get_distillation_box
+
+    spec = JOBS[job]
+    teacher, student = networks(job, seed)
+    pixels = int(items[0]["label"].numel()) if torch.is_tensor(items[0]["label"]) else 1
+    # one generator for the sampler and the loader, as ``loader()``'s ``shuffle=True`` does: the loader draws its
+    # base seed from it before the sampler's permutation, so the batches are the plain loop's batches
+    generator = torch.Generator().manual_seed(seed)
+    loader_config: dict[str, Any] = {
+        "dataset_id": "train", "requires_supp": True,
+        "sampler": {"class_or_func": torch.utils.data.RandomSampler, "kwargs": {"generator": generator}},
+        "kwargs": {"batch_size": spec["batch"], "num_workers": 0, "generator": generator},
+    }
+    if cache_dir is not None:
+        loader_config["cache_output"] = cache_dir
+    kd = {"student_module_path": ".", "student_module_io": "output", "teacher_module_path": ".",
+          "teacher_module_io": "output", "temperature": spec["T"], "alpha": 1 - spec["w"],
+          "beta": spec["w"] / pixels, "reduction": "batchmean"}
+    train_config = {
+        "num_epochs": epochs, "train_data_loader": loader_config,
+        "teacher": {"requires_grad": False, "forward_proc": "forward_batch_only"},
+        "student": {"requires_grad": True, "forward_proc": "forward_batch_only"},
+        "optimizer": {"key": "AdamW", "kwargs": {"lr": 1e-3}},
+        "criterion": {"key": "WeightedSumLoss", "kwargs": {"sub_terms": {
+            "kd": {"criterion": {"key": "KDLoss", "kwargs": kd}, "weight": 1.0}}}},
+    }
+    box = get_distillation_box(teacher, student, {"train": _PairDataset(items)}, train_config,
+                               torch.device("cpu"), None, False, 1)
+    times = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        box.pre_epoch_process(epoch=epoch)
+        for sample_batch, targets, supp_dict in box.train_data_loader:
+            loss = box.forward_process(sample_batch, targets, supp_dict)
+            if losses is not None:
+                losses.append(loss.item())
+            box.post_forward_process(loss)
+        box.post_epoch_process()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """``--worker``: run in the torchdistill environment; student-alone, plain KD and one torchdistill arm -> JSON.
+
+    The student-alone and plain-KD epochs are measured again here, so that the torchdistill arm's ratio is to the
+    student-alone epoch of the same process and the same torch build.
+    """
+    import tempfile
+
+    import torch
+    import torchdistill
+
+    torch.set_num_threads(args.threads)
+    job = args.jobs[0]
+    items = job_data(job, args.limit)
+    out: dict[str, Any] = {"torch": torch.__version__, "torchdistill": torchdistill.__version__,
+                           "python": platform.python_version(), "epoch_s": {}}
+    out["epoch_s"]["student_alone"] = run_plain(job, items, args.epochs, args.seed, with_teacher=False)
+    plain_losses: list[float] = []
+    out["epoch_s"]["pytorch_kd"] = run_plain(job, items, args.epochs, args.seed, True, plain_losses)
+    arm = "torchdistill" if args.worker == "torchdistill" else "torchdistill_cache_output"
+    td_losses: list[float] = []
+    # both arms set ``cache_output``: the files it leaves show whether this torchdistill reads the key at all
+    with tempfile.TemporaryDirectory(prefix="td-cache-") as cache:
+        out["epoch_s"][arm] = run_torchdistill_box(job, items, args.epochs, args.seed, cache, td_losses)
+        out["cache_files"] = sum(len(files) for _, _, files in os.walk(cache))
+    # same seeded weights, shuffling and loss: the first batch's loss must agree (later ones drift by float order)
+    out["first_loss"] = {"pytorch_kd": plain_losses[0], arm: td_losses[0]}
+    return out
+
+
+def torchdistill_env(python: str, variant: str) -> dict[str, str]:
+    """Environment of a torchdistill worker: the checkout's code first; the ``cache_output`` arm also gets
+    torchdistill 1.1.4 from ``<venv>/torchdistill-1.1.4`` (installed there by ``scripts/bench_venv.sh``)."""
+    paths = [str(REPO)]
+    if variant == "torchdistill_cache_output":
+        paths.insert(0, str(Path(python).parent.parent / "torchdistill-1.1.4"))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths + [os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+def run_torchdistill(python: str | None, variant: str, args: argparse.Namespace, job: str) -> tuple[list[float], dict]:
+    """A torchdistill arm in its own environment (subprocess ``--worker``); or the reason it was not run."""
     if not python:
-        return [], {"skipped": "no --torchdistill-python given"}
+        return [], {"skipped": "no torchdistill environment: run `bash scripts/bench_venv.sh` or give --torchdistill-python"}
+    env = torchdistill_env(python, variant)
     probe = subprocess.run([python, "-c", "import torchdistill.core.distillation, torchdistill; print(torchdistill.__version__)"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=env)
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
         return [], {"skipped": f"torchdistill does not import in {python}: {last}"}
-    return [], {"skipped": f"torchdistill {probe.stdout.strip()} imports, but its runner is not written yet"}
+    cmd = [python, str(Path(__file__).resolve()), "--worker", "torchdistill" if variant == "torchdistill" else "cache_output",
+           "--jobs", job, "--epochs", str(args.epochs), "--seed", str(args.seed), "--threads", str(args.threads)]
+    if args.limit:
+        cmd += ["--limit", str(args.limit)]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if run.returncode != 0:
+        last = (run.stderr.strip().splitlines() or ["unknown error"])[-1]
+        return [], {"skipped": f"torchdistill {probe.stdout.strip()} failed: {last}"}
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    base = result["epoch_s"]["student_alone"]
+    base_median = statistics.median(base[1:] or base)
+    plain = result["epoch_s"]["pytorch_kd"]
+    extra = {"environment": {k: result[k] for k in ("python", "torch", "torchdistill")},
+             "same_env_student_alone_median_s": base_median, "same_env_epoch_s": result["epoch_s"],
+             "same_env_pytorch_kd_ratio": statistics.median(plain[1:] or plain) / base_median}
+    extra["cache_files"] = result["cache_files"]
+    extra["first_loss"] = result["first_loss"]
+    plain, td = result["first_loss"]["pytorch_kd"], result["first_loss"][variant]
+    extra["first_loss_rel_diff"] = abs(td - plain) / max(abs(plain), 1e-12)
+    return result["epoch_s"][variant], extra
 
 
 def bench(args: argparse.Namespace) -> dict:
@@ -200,7 +343,7 @@ def bench(args: argparse.Namespace) -> dict:
             elif variant.startswith("monai_kd"):
                 times, extra = run_monai_kd(job, items, args.epochs, args.seed, cached=variant == "monai_kd_cached")
             else:
-                times, extra = run_torchdistill(args.torchdistill_python)
+                times, extra = run_torchdistill(args.torchdistill_python, variant, args, job)
             load_after = load_average()
             later = times[1:] or times
             record["variants"][variant] = {
@@ -213,7 +356,9 @@ def bench(args: argparse.Namespace) -> dict:
             print(f"{job:>4} {variant:>16}: {shown} (load {load_before:.1f} -> {load_after:.1f})", flush=True)
         base = record["variants"].get("student_alone", {}).get("median_epoch_s")
         for v in record["variants"].values():
-            v["ratio_to_student_alone"] = v["median_epoch_s"] / base if base and v["median_epoch_s"] else None
+            # a torchdistill arm is a ratio to the student-alone epoch of its own process and torch build
+            v_base = v.get("same_env_student_alone_median_s", base)
+            v["ratio_to_student_alone"] = v["median_epoch_s"] / v_base if v_base and v["median_epoch_s"] else None
         jobs.append(record)
     return {"jobs": jobs}
 
@@ -235,6 +380,13 @@ def markdown(result: dict) -> str:
                 lines.append(f"| {name} | – | – | – | {v.get('skipped', '')} |")
                 continue
             note = f"cache hits {v['cache_hits']}, misses {v['cache_misses']}" if "cache_hits" in v else ""
+            if "environment" in v:
+                env = v["environment"]
+                note = (f"torchdistill {env['torchdistill']}, torch {env['torch']} (own venv); ratio to student-alone "
+                        f"{v['same_env_student_alone_median_s']:.2f} s measured there (plain KD there: "
+                        f"{v['same_env_pytorch_kd_ratio']:.2f}x)")
+                note += (f"; `cache_output` set: {v['cache_files']} cache files written; first-batch loss "
+                         f"{v['first_loss_rel_diff']:.0e} from plain KD's (relative)")
             lines.append(f"| {name} | {v['median_epoch_s']:.2f} | {v['ratio_to_student_alone']:.2f} | "
                          f"{v['first_epoch_s']:.2f} | {note} |")
         lines.append("")
@@ -251,12 +403,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-load", type=float, default=1.0)
     parser.add_argument("--allow-busy", action="store_true", help="measure anyway; the result is flagged busy")
-    parser.add_argument("--torchdistill-python", default=None, help="python of an environment with torchdistill")
+    parser.add_argument("--torchdistill-python", default=str(TORCHDISTILL_PYTHON) if TORCHDISTILL_PYTHON.is_file() else None,
+                        help="python of the environment made by scripts/bench_venv.sh (default: "
+                             ".venv-torchdistill/bin/python when it exists)")
+    parser.add_argument("--worker", choices=["torchdistill", "cache_output"], default=None,
+                        help=argparse.SUPPRESS)  # internal: the torchdistill arms, run inside that environment
     parser.add_argument("--output", type=Path, default=OUT_JSON)
     parser.add_argument("--markdown", type=Path, default=OUT_MD)
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs must be >= 2 (epoch 1 is warm-up / cache fill)")
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return 0
     load_before = load_average()
     refusal = busy_refusal(load_before, args.max_load, args.allow_busy)
     if refusal:

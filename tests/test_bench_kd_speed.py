@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from conftest import load_script
+import pytest
+
+from conftest import REPO, load_script
 
 
 def test_refuses_busy_machine_and_a_forced_smoke_run_records_every_variant(tmp_path, monkeypatch, data_dir):
@@ -24,13 +26,15 @@ def test_refuses_busy_machine_and_a_forced_smoke_run_records_every_variant(tmp_p
     job = result["jobs"][0]
     assert job["samples"] == 96 and job["teacher_parameters"] > 50 * job["student_parameters"]
     variants = job["variants"]
-    assert set(variants) == {"student_alone", "pytorch_kd", "monai_kd_live", "monai_kd_cached", "torchdistill"}
+    assert set(variants) == {"student_alone", "pytorch_kd", "monai_kd_live", "monai_kd_cached", "torchdistill",
+                             "torchdistill_cache_output"}
     for name in ("student_alone", "pytorch_kd", "monai_kd_live", "monai_kd_cached"):
         assert len(variants[name]["epoch_s"]) == 2 and variants[name]["ratio_to_student_alone"] > 0
     assert variants["student_alone"]["ratio_to_student_alone"] == 1.0
     # the cache ran the teacher on the 96 samples once (epoch 1) and served epoch 2 from memory
     assert (variants["monai_kd_cached"]["cache_misses"], variants["monai_kd_cached"]["cache_hits"]) == (96, 96)
-    assert variants["torchdistill"]["median_epoch_s"] is None and "does not import" in variants["torchdistill"]["skipped"]
+    for name in ("torchdistill", "torchdistill_cache_output"):
+        assert variants[name]["median_epoch_s"] is None and "does not import" in variants[name]["skipped"]
 
 
 def _missing_python(cmd, **kwargs):
@@ -50,3 +54,22 @@ def test_a_busy_run_never_replaces_a_measured_table(tmp_path):
     assert "| variant | 1.0 |" in md.read_text() and "busy note" not in md.read_text()
     assert busy_refusal(0.5, 1.0, False) is None and busy_refusal(5.0, 1.0, True) is None
     assert "refused" in busy_refusal(5.0, 1.0, False)
+
+
+TORCHDISTILL_PYTHON = REPO / ".venv-torchdistill" / "bin" / "python"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TORCHDISTILL_PYTHON.is_file(), reason="no .venv-torchdistill (bash scripts/bench_venv.sh)")
+@pytest.mark.parametrize("variant, version", [("torchdistill", "1.1.5"), ("torchdistill_cache_output", "1.1.4")])
+def test_torchdistill_arm_runs_the_same_job_in_its_environment(variant, version):
+    """Each torchdistill arm runs in .venv-torchdistill: its first batch has the plain loop's loss (same weights,
+    batches and loss), and ``cache_output`` is honoured by 1.1.4 (one teacher-output file per sample) and ignored
+    by 1.1.5 (no file)."""
+    bench = load_script("bench_kd_speed")
+    args = bench.argparse.Namespace(epochs=2, seed=0, threads=1, limit=64)
+    times, extra = bench.run_torchdistill(str(TORCHDISTILL_PYTHON), variant, args, "cls")
+    assert "skipped" not in extra, extra
+    assert len(times) == 2 and extra["environment"]["torchdistill"] == version
+    assert extra["first_loss_rel_diff"] < 1e-5, extra["first_loss"]
+    assert extra["cache_files"] == (64 if variant == "torchdistill_cache_output" else 0)

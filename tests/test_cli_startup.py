@@ -67,3 +67,22 @@ def test_probe_sees_torch_when_a_command_really_needs_it(tmp_path):
     code = "import sys, monai_kd; monai_kd.engines; print('torch' in sys.modules, 'monai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert out.stdout.split() == ["True", "True"], out.stderr[-2000:]
+
+
+def test_bundle_config_parsing_does_not_import_the_training_stack():
+    """``infer-dicom`` parses the bundle's inference.json, whose ``_target_`` names ("Compose", "LoadImaged") make
+    MONAI's ``ComponentLocator`` run ``inspect.getmembers`` on every loaded ``monai*`` module -- ``monai_kd`` too.
+    Its ``dir()`` must not list unloaded lazy subpackages, or that scan imports the trainers and Ignite handlers
+    on every inference start-up."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = (
+        "import sys, monai_kd\n"
+        "from monai.bundle import ConfigParser\n"
+        "p = ConfigParser(); p.read_config('bundles/kd/configs/inference.json')\n"
+        "p.get_parsed_content('preprocessing')\n"
+        "monai_kd.data  # a lazy subpackage still loads on first use\n"
+        "print(sorted(m for m in ('monai_kd.engines', 'monai_kd.handlers', 'monai_kd.losses', 'monai_kd.data') "
+        "if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert out.stdout.strip() == "['monai_kd.data']", out.stderr[-2000:]

@@ -215,7 +215,9 @@ class MultiStudentTrainer(DistillationEngine):
     ``teacher_mode``:
 
     - ``"offline"``: the teacher is frozen at construction (``requires_grad_(False)``) and runs in eval mode
-      under ``torch.no_grad``; no term may train it.
+      under ``torch.no_grad`` (through :meth:`DistillationEngine.teacher_forward`, with its tapped layers); no term
+      may train it. Its outputs and features can then come from the teacher-output cache:
+      ``step=TeacherCacheStep(MultiStudentStep())`` (see :mod:`monai_kd.engines.teacher_cache`).
     - ``"online"``: the teacher runs in train mode and is updated by the same optimizer; at least one term must
       have ``learner="teacher"`` (its task loss). Students only see its detached outputs/features.
     - ``"none"``: no teacher is run (a given ``teacher`` is ignored); no term may refer to it.
@@ -240,6 +242,9 @@ class MultiStudentTrainer(DistillationEngine):
         loss_terms: :class:`LossTerm` objects or dicts with their keys.
         teacher: the teacher network (required unless ``teacher_mode="none"``).
         teacher_mode: ``"offline"``, ``"online"`` or ``"none"``.
+        step: the iteration; default :class:`MultiStudentStep`. The teacher-output cache switch, offline only:
+            ``TeacherCacheStep(MultiStudentStep())`` (an online teacher changes every step, mutual learning has
+            no teacher to cache: :class:`TeacherCacheStep` refuses a trainer without frozen teachers).
         kwargs: other ``monai.engines.SupervisedTrainer`` arguments (``epoch_length``, ``prepare_batch``,
             ``inferer``, ``postprocessing``, ``key_train_metric``, ``train_handlers``, ``amp``, ...).
             ``accumulation_steps > 1`` and ``compile=True`` are not supported.
@@ -255,8 +260,18 @@ class MultiStudentTrainer(DistillationEngine):
         loss_terms: Sequence[LossTerm | Mapping[str, Any]],
         teacher: nn.Module | None = None,
         teacher_mode: str = "offline",
+        step: TrainingStep | None = None,
         **kwargs: Any,
     ) -> None:
+        from monai_kd.engines.teacher_cache import TeacherCacheStep
+
+        step = MultiStudentStep() if step is None else step
+        inner = step.step if isinstance(step, TeacherCacheStep) else step
+        if not isinstance(inner, MultiStudentStep):
+            raise TypeError(
+                f"MultiStudentTrainer's step must be a MultiStudentStep (or TeacherCacheStep(MultiStudentStep())), "
+                f"got {type(inner).__name__}."
+            )
         if teacher_mode not in TEACHER_MODES:
             raise ValueError(f'teacher_mode must be one of {TEACHER_MODES}, got "{teacher_mode}".')
         if not isinstance(students, Mapping) or not students:
@@ -277,6 +292,8 @@ class MultiStudentTrainer(DistillationEngine):
         if not isinstance(optimizer, torch.optim.Optimizer):
             optimizer = optimizer(params)
         _check_optimizer(optimizer, params)
+        layers = loss_function.layers
+        offline = teacher is not None and teacher_mode == "offline"
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -284,34 +301,35 @@ class MultiStudentTrainer(DistillationEngine):
             network=network,
             optimizer=optimizer,
             loss_function=loss_function,
-            teachers=[teacher] if teacher is not None and teacher_mode == "offline" else [],
-            step=MultiStudentStep(),
+            teachers=[teacher] if offline else [],
+            teacher_layers=[list(layers.get(TEACHER, []))] if offline else (),
+            step=step,
             **kwargs,
         )
         self.teacher = teacher
         self.teacher_mode = teacher_mode
-        layers = loss_function.layers
-        nets = {**({TEACHER: teacher} if teacher is not None else {}), **network}
+        # the offline teacher is tapped by the engine (teacher_taps, detached); the students and an online teacher here
+        nets = {**({TEACHER: teacher} if teacher is not None and not offline else {}), **network}
         # tap the wrapped module of DistributedDataParallel / DataParallel so layer names stay the same
-        self.taps = {
-            name: FeatureTap(unwrap_module(nets[name]), layers[name], detach=(name == TEACHER and teacher_mode == "offline"))
-            for name in nets
-            if layers.get(name)
-        }
+        self.taps = {name: FeatureTap(unwrap_module(nets[name]), layers[name]) for name in nets if layers.get(name)}
 
-    def forward_networks(self, inputs: torch.Tensor, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+    def forward_networks(
+        self, inputs: torch.Tensor, *args: Any, teacher_output: torch.Tensor | None = None, **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
         """Run the teacher (if used) and every student on ``inputs``; return the outputs by name.
 
-        The offline teacher runs in eval mode without gradients; the online teacher and the students in train mode.
+        The offline teacher runs in eval mode without gradients (:meth:`teacher_forward`; its tapped features are
+        what that returns), unless its ``teacher_output`` for these rows is given (e.g. from the teacher-output
+        cache); the online teacher and the students run in train mode (features in :attr:`taps`).
         """
         for tap in self.taps.values():
             tap.clear()
         outputs: dict[str, torch.Tensor] = {}
         if self.teacher is not None:
             if self.teacher_mode == "offline":
-                self.teacher.eval()
-                with torch.no_grad():
-                    outputs[TEACHER] = self.inferer(inputs, self.teacher, *args, **kwargs)
+                outputs[TEACHER] = (
+                    teacher_output if teacher_output is not None else self.teacher_forward(inputs, *args, **kwargs)[0][0]
+                )
             else:
                 self.teacher.train()
                 outputs[TEACHER] = self.inferer(inputs, self.teacher, *args, **kwargs)
@@ -324,17 +342,22 @@ class MultiStudentTrainer(DistillationEngine):
 class MultiStudentStep(TrainingStep):
     """The iteration of :class:`MultiStudentTrainer` as hooks over the distillation engine.
 
-    ``student_forward`` runs the teacher (offline or online) and every student, logging ``pred_<name>``;
-    ``student_loss`` is the :class:`MultiTermLoss` over all outputs and tapped features; ``after_step`` forgets
-    the tapped features.
+    ``teacher_outputs`` runs the offline (frozen) teacher through ``engine.teacher_forward`` -- the hook
+    :class:`~monai_kd.engines.TeacherCacheStep` serves from its cache; ``student_forward`` runs the online teacher
+    (which needs gradients) and every student, logging ``pred_<name>``; ``student_loss`` is the
+    :class:`MultiTermLoss` over all outputs and tapped features; ``after_step`` forgets the tapped features.
     """
 
     def teacher_outputs(self, ctx: StepContext) -> None:
-        """Nothing here: the teacher runs with the students (an online teacher needs gradients)."""
+        """The offline teacher's outputs and tapped features; nothing for an online teacher or none."""
+        if ctx.engine.teacher is not None and ctx.engine.teacher_mode == "offline":
+            super().teacher_outputs(ctx)
 
     def student_forward(self, ctx: StepContext) -> None:  # noqa: D102
         engine = ctx.engine
-        outputs = engine.forward_networks(ctx.inputs, *ctx.args, **ctx.kwargs)
+        offline = bool(ctx.teacher_outputs)
+        teacher_output = ctx.teacher_outputs[0] if offline else None
+        outputs = engine.forward_networks(ctx.inputs, *ctx.args, teacher_output=teacher_output, **ctx.kwargs)
         students = list(engine.network.keys())
         ctx.pred = outputs[students[0]]
         for name in students:
@@ -343,6 +366,8 @@ class MultiStudentStep(TrainingStep):
             ctx.output[PRED_PREFIX + TEACHER] = outputs[TEACHER].detach()
         ctx.extra["outputs"] = outputs
         ctx.student_features = {name: dict(tap.features) for name, tap in engine.taps.items()}
+        if offline and ctx.teacher_features and ctx.teacher_features[0]:
+            ctx.student_features[TEACHER] = dict(ctx.teacher_features[0])
 
     def student_loss(self, ctx: StepContext) -> torch.Tensor:  # noqa: D102
         return ctx.engine.loss_function(ctx.extra["outputs"], ctx.targets, ctx.student_features)

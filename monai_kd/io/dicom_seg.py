@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -166,6 +167,22 @@ def _on_series_grid(labels: np.ndarray | torch.Tensor, series: DicomSeries, affi
     return array.astype(np.int64)
 
 
+class _Segmentation(hd.seg.Segmentation):
+    """highdicom's Segmentation, also for a source of a multi-frame IOD that is not an *enhanced* image.
+
+    highdicom 0.28 reads the pixel measures of every source whose IOD allows several frames (e.g. Ophthalmic
+    Photography 8 Bit, Video Photographic, multi-frame true-colour Secondary Capture) from its Shared Functional
+    Groups, which only enhanced images have ("no attribute 'SharedFunctionalGroupsSequence'"). Such a photograph has
+    no pixel measures to copy, like a single-frame one: none are taken.
+    """
+
+    @staticmethod
+    def _get_pixel_measures_sequence(source_image: Any, is_multiframe: bool, coordinate_system: Any) -> Any:
+        if is_multiframe and "SharedFunctionalGroupsSequence" not in source_image:
+            is_multiframe = False
+        return hd.seg.Segmentation._get_pixel_measures_sequence(source_image, is_multiframe, coordinate_system)
+
+
 def build_dicom_seg(
     labels: np.ndarray | torch.Tensor,
     series: DicomSeries,
@@ -227,7 +244,7 @@ def build_dicom_seg(
         ordered = np.empty_like(frames)
         ordered[[f.frame for f in series.frames]] = frames
         frames = ordered
-    seg = hd.seg.Segmentation(
+    seg = _Segmentation(
         source_images=sources,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,

@@ -3,7 +3,7 @@
 
 Run with the MONAI Label virtualenv (``bash scripts/monailabel/setup_venv.sh`` creates it)::
 
-    .venv-monailabel/bin/python scripts/monailabel/check_server.py                 # bundles kd (+ kdml_seg if present)
+    .venv-monailabel/bin/python scripts/monailabel/check_server.py                 # bundles kd, kdml_seg, emtkd
     .venv-monailabel/bin/python scripts/monailabel/check_server.py --bundles kd --weights kd=path/to/model.pt
 
 What it does, all offline and on 127.0.0.1 only:
@@ -12,20 +12,23 @@ What it does, all offline and on 127.0.0.1 only:
    package (the sample apps ship inside the ``monailabel`` wheel; nothing is fetched).
    Its ``main.py`` gets a small patch (:data:`APP_PATCH`, printed as a check; ``--unpatched_app`` skips it):
    as shipped, MONAI Label 0.8.5's ``BundleInferTask`` cannot serve a classification bundle (it appends a
-   ``Restored`` resize to the class vector, and takes the infer type from the folder name) and, with MONAI
-   1.6.1, fails in ``Spacingd`` on its own ``image_path`` request entry.
+   ``Restored`` resize to the class vector, and takes the infer type from the folder name), with MONAI
+   1.6.1, fails in ``Spacingd`` on its own ``image_path`` request entry, and cannot write the label map of a 2D
+   photograph (float labels with a channel axis, which ITK's PNG writer refuses or writes as a 1-pixel column).
 2. Each bundle is copied into ``<app>/model/<name>`` -- a *local* bundle, so with ``--conf zoo_source local``
    (and ``MONAI_ZOO_SOURCE=local``) MONAI Label does not contact the model zoo. Weights: ``--weights NAME=PATH``,
    else the bundle's ``models/model.pt``, else a freshly initialised ``network_def`` (seed 0).
 3. A studies folder gets real images: PneumoniaMNIST test images as PNG (classification bundles trained on a
-   MedMNIST ``.npz``), a BraTS FLAIR test volume as NIfTI (segmentation bundles trained on BraTS).
+   MedMNIST ``.npz``), a BraTS FLAIR test volume as NIfTI (segmentation bundles trained on BraTS), the first
+   AV-WIDE test person's colour fundus photograph as PNG (``emtkd``'s retinal-vessel student, target domain).
 4. ``monailabel start_server --app APP --studies STUDIES --host 127.0.0.1 --port PORT --conf models ...
    --conf zoo_source local --conf sam2 false`` starts in its own process group; ``/info/`` is polled until the
    models are listed (bounded by ``--timeout``).
 5. ``POST /infer/<model>`` for every image (by datastore id, and one upload): a classification must come back
    as MONAI Label's ``prediction`` list (one entry per class, scores summing to 1) and match the bundle's own
-   ``inference.json`` pipeline run here; a segmentation must come back as a NIfTI label map on the input grid,
-   with the bundle's label values, matching the bundle's own ``inference.json`` pipeline run here.
+   ``inference.json`` pipeline run here; a segmentation must come back as a NIfTI label map on the input grid
+   (a label image of the photograph's rows x columns for a 2D photograph), with the bundle's label values,
+   matching the bundle's own ``inference.json`` pipeline run here.
 6. The server is stopped (SIGTERM, then SIGKILL, to the whole process group) in all cases.
 7. MONAI Label's training entry, :class:`monailabel.tasks.train.bundle.BundleTrainTask`, runs on each bundle's
    ``train.json`` for one epoch on a few real training items (the bundle's own ``train_datalist``, given as a
@@ -34,9 +37,11 @@ What it does, all offline and on 127.0.0.1 only:
    ``bundle_root``. The trainer must run exactly one epoch and write a new ``models/model.pt`` that loads into
    ``network_def``. It trains a copy (``<work>/train/<model>``): with ``--work_dir DIR`` the patched app
    ``DIR/monaibundle`` (bundles and weights in ``model/``) is left ready for ``monailabel start_server``.
-   Segmentation bundles are trained a second time the way Slicer's *Train* button does it: from datastore items
-   that are image/label *file paths* (BraTS FLAIR volumes and their label maps of the train and validation
-   subjects), which the bundle's ``VolumeSliceDataset`` slices itself.
+   BraTS segmentation bundles are trained a second time the way Slicer's *Train* button does it: from datastore
+   items that are image/label *file paths* (BraTS FLAIR volumes and their label maps of the train and validation
+   subjects), which the bundle's ``VolumeSliceDataset`` slices itself. (``emtkd``'s retinal items already are
+   image/label file paths, of photographs and vessel masks, as MONAI Label's datastore lists them; its student
+   trains with its frozen teachers' checkpoints, fresh when ``bundles/emtkd/models`` has none.)
 
 Prints one PASS/FAIL line per check and a summary; exits 1 if any check failed, 2 on a usage error.
 """
@@ -64,7 +69,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("MONAI_KD_DATA", REPO.parent / "shared" / "data"))
-DEFAULT_BUNDLES = ("kd", "kdml_seg")
+DEFAULT_BUNDLES = ("kd", "kdml_seg", "emtkd")
 HOST = "127.0.0.1"  # the only address this script talks to
 # network_data_format.outputs.pred.format -> task (the rule of monai_kd.dicom_inference.TASKS)
 TASKS = {"classes": "classification", "probabilities": "classification", "labels": "segmentation",
@@ -187,7 +192,31 @@ def install_bundle(name: str, app: Path, weights: dict[str, str], teachers: dict
             continue
         if file == "model.pt":
             bundle.weights = origin
+    _install_teacher_ckpts(src, dst, teachers.get(name))
     return bundle
+
+
+def _install_teacher_ckpts(src: Path, dst: Path, given: str | None) -> None:
+    """Multi-teacher bundles (``emtkd``): every file of ``train.json``'s ``teacher_ckpts`` that the student's training
+    loads (``PretrainedLoader``), copied from ``bundles/<name>/models`` when trained there, else a freshly
+    initialised ``teacher_networks[<teacher>]`` (seed 0). ``given`` (``--teacher``) is not split per teacher."""
+    import torch
+    from monai.bundle import ConfigParser
+
+    config = _config(src, "train.json")
+    if "teacher_ckpts" not in config or "teacher_networks" not in config or given:
+        return
+    parser = ConfigParser(config)
+    parser["bundle_root"] = str(dst)
+    for name, path in parser.get_parsed_content("teacher_ckpts").items():
+        own = src / "models" / Path(path).name
+        if Path(path).is_file():
+            continue
+        if own.is_file():
+            shutil.copyfile(own, path)
+            continue
+        torch.manual_seed(0)
+        torch.save(parser.get_parsed_content(f"teacher_networks#{name}").state_dict(), path)
 
 
 def venv_env(**extra: str) -> dict[str, str]:
@@ -223,6 +252,11 @@ APP_PATCH = '''
 # 2. MONAI 1.6's Spacingd updates every "image_*" entry of the data as a metadata dict; MONAI Label puts the
 #    request's file name in "image_path" (a str): "'str' object has no attribute 'update'". The entry is set
 #    aside while the bundle's preprocessing runs.
+# 3. A label map is written with the image's extension; for a 2D photograph (PNG) ITK then refuses MONAI's float
+#    labels ("PNG supports unsigned char and unsigned short"). Segmentation results are written as uint8 label
+#    values (uint16 beyond 255 labels) unless the request asks for another `result_dtype`; and a 2D label map
+#    keeps its channel axis through `Restored` (it squeezes 4D results only), which ITK would write as a
+#    (columns x 1) image: the channel is dropped when the input image is 2D.
 import json as _json
 
 
@@ -233,6 +267,16 @@ class _MonaiKdBundleInferTask(BundleInferTask):
         if image_path is not None:
             data["image_path"] = image_path
         return data
+
+    def writer(self, data, extension=None, dtype=None):
+        if self.type == InferType.SEGMENTATION:
+            if dtype is None and not data.get("result_dtype"):
+                dtype = "uint8" if len(self.labels or {}) < 256 else "uint16"
+            pred, image = data.get(self.output_label_key), data.get(self.input_key)
+            spatial = getattr(image, "meta", {}).get("spatial_shape", ())
+            if pred is not None and len(spatial) == 2 and pred.ndim == 3 and pred.shape[0] == 1:
+                data[self.output_label_key] = pred[0]
+        return super().writer(data, extension=extension, dtype=dtype)
 
 
 def _monai_kd_infer_task(path, conf):
@@ -253,7 +297,7 @@ def patch_sample_app(app: Path) -> str:
                            "script knows MONAI Label 0.8.5's monaibundle app")
     main_py.write_text(text.replace(SAMPLE_INFER_LINE, PATCHED_INFER_LINE) + APP_PATCH)
     return (f"{main_py}: non-DeepEdit bundles -> _monai_kd_infer_task (classification: type=classification, no "
-            "Restored; all: 'image_path' set aside during preprocessing)")
+            "Restored; all: 'image_path' set aside during preprocessing; segmentation written as uint8 labels)")
 
 
 # ------------------------------------------------------------------------------------------------------ samples
@@ -276,6 +320,16 @@ def add_samples(bundle: Bundle, studies: Path) -> None:
             path = studies / f"{sample_id}.png"
             Image.fromarray(images[index]).save(path)
             bundle.samples.append({"id": sample_id, "path": path, "label": label})
+        return
+    if bundle.task == "segmentation" and (dataset / "splits.json").is_file():  # retinal-vessels (emtkd)
+        from monai_kd.data.retinal import retinal_datalist
+
+        item = retinal_datalist(dataset)["test"][0]  # a target-domain (AV-WIDE) test person's colour photograph
+        image = Path(item["image"])
+        sample_id = f"{bundle.name}_{item['domain']}_{image.stem}"
+        path = studies / f"{sample_id}{image.suffix}"
+        shutil.copyfile(image, path)
+        bundle.samples.append({"id": sample_id, "path": path, "label": Path(item["label"])})
         return
     if bundle.task == "segmentation" and (dataset / "test").is_dir():
         contrast = str(_config(bundle.source, "train.json").get("contrast", "flair")).lower()
@@ -447,9 +501,13 @@ def check_classification(base: str, bundle: Bundle, sample: dict, app_bundle: Pa
             f"latency {result.get('latencies', {}).get('total')} s")
 
 
+PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
 def check_segmentation(base: str, bundle: Bundle, sample: dict, app_bundle: Path, work: Path,
                        timeout: float) -> str:
-    """``/infer`` by datastore id with ``output=image``: a NIfTI label map on the input grid."""
+    """``/infer`` by datastore id with ``output=image``: a label map on the input grid (NIfTI for a volume,
+    an image file of the photograph's size for a 2D photograph)."""
     import nibabel as nib
 
     http = session()
@@ -457,6 +515,8 @@ def check_segmentation(base: str, bundle: Bundle, sample: dict, app_bundle: Path
                   data={"params": json.dumps({"device": "cpu"})}, timeout=timeout)
     if r.status_code != 200:
         raise AssertionError(f"HTTP {r.status_code}: {r.text[:300]}")
+    if sample["path"].suffix.lower() in PHOTO_SUFFIXES:
+        return _check_photo_segmentation(r.content, bundle, sample, app_bundle, work)
     out = work / f"{sample['id']}.monailabel.nii.gz"
     out.write_bytes(r.content)
     label_img, source = nib.load(out), nib.load(sample["path"])
@@ -484,6 +544,36 @@ def check_segmentation(base: str, bundle: Bundle, sample: dict, app_bundle: Path
         inter = float(np.logical_and(truth, labels > 0).sum())
         dice = 2 * inter / max(float(truth.sum() + (labels > 0).sum()), 1.0)
         detail += f"; Dice vs BraTS whole tumour {dice:.3f} ({bundle.weights.split(' (')[0]} weights)"
+    return detail
+
+
+def _check_photo_segmentation(content: bytes, bundle: Bundle, sample: dict, app_bundle: Path, work: Path) -> str:
+    """The label image MONAI Label returned for a 2D colour photograph, against the bundle's own pipeline."""
+    from PIL import Image
+
+    out = work / f"{sample['id']}.monailabel{sample['path'].suffix}"
+    out.write_bytes(content)
+    labels = np.asarray(Image.open(out))
+    source = np.asarray(Image.open(sample["path"]))
+    if labels.shape != source.shape[:2]:
+        raise AssertionError(f"label shape {labels.shape} != photograph rows x columns {source.shape[:2]}")
+    allowed = {int(k) for k in bundle.meta["network_data_format"]["outputs"]["pred"]["channel_def"]}
+    values = {int(v) for v in np.unique(labels)}
+    if not values <= allowed:
+        raise AssertionError(f"label values {sorted(values)} not in the bundle's channel_def {sorted(allowed)}")
+    reference = np.squeeze(_bundle_pipeline(app_bundle, sample["path"]), 0).T  # MONAI: (columns, rows) -> rows, columns
+    if reference.shape != labels.shape:
+        raise AssertionError(f"bundle pipeline gives {reference.shape}, MONAI Label {labels.shape}")
+    agree = float((reference == labels).mean())
+    if agree < 0.999:
+        raise AssertionError(f"only {agree:.4%} of pixels agree with the bundle's pipeline")
+    detail = (f"{labels.shape} {labels.dtype} labels {sorted(values)}, {int((labels > 0).sum())} foreground pixels; "
+              f"{agree:.4%} pixels equal to the bundle's inference.json pipeline")
+    if sample.get("label") is not None:
+        truth = np.asarray(Image.open(sample["label"]).convert("L")) > 0
+        inter = float(np.logical_and(truth, labels > 0).sum())
+        dice = 2 * inter / max(float(truth.sum() + (labels > 0).sum()), 1.0)
+        detail += f"; Dice vs the manual vessel mask {dice:.3f} ({bundle.weights.split(' (')[0]} weights)"
     return detail
 
 
@@ -521,6 +611,12 @@ class _ListDatastore:
         return self.items
 
 
+def _is_brats(bundle: Bundle) -> bool:
+    """Whether the bundle trains on the BraTS volumes (train/ validation/ test/ subject folders)."""
+    dataset = _resolve_dataset_dir(bundle.source)
+    return dataset is not None and (dataset / "train").is_dir()
+
+
 def _volume_files(bundle: Bundle) -> list[dict]:
     """Image/label file paths of the BraTS train and validation subjects, as a MONAI Label datastore lists them."""
     from monai_kd.data import brats_volume_datalist
@@ -555,7 +651,9 @@ def check_training(bundle: Bundle, served: Path, n_items: int, from_files: bool 
     if from_files:
         datalist = _volume_files(bundle)
     else:
-        items = parser.get_parsed_content("train_datalist")
+        # the bundle's labelled training items: train_datalist, else what train#dataset#data (which MONAI Label
+        # overrides with the datastore) refers to, e.g. emtkd's labelled target-domain images
+        items = parser.get_parsed_content("train_datalist" if "train_datalist" in train_config else "train#dataset#data")
         step = max(len(items) // n_items, 1)
         datalist = [{"image": i["image"], "label": i["label"]} for i in items[::step][:n_items]]
 
@@ -713,7 +811,7 @@ def main(argv: list[str] | None = None) -> int:
             for b in bundles:
                 report.check(f"[{b.name}] MONAI Label BundleTrainTask accepts train.json (1 epoch)",
                              lambda b=b: check_training(b, app / "model" / b.model, args.train_items))
-                if b.task == "segmentation":
+                if b.task == "segmentation" and _is_brats(b):
                     report.check(f"[{b.name}] MONAI Label BundleTrainTask trains from datastore file paths (1 epoch)",
                                  lambda b=b: check_training(b, app / "model" / b.model, args.train_items, True))
     except SystemExit as e:  # SIGTERM (see above)

@@ -205,8 +205,72 @@ def _secondary_capture_rgb(rgb: np.ndarray, path: Path) -> Path:
     return path
 
 
-def test_infer_dicom_segments_a_colour_fundus_photograph_into_a_valid_seg(tmp_path, retinal_dir):
+OP_8BIT = "1.2.840.10008.5.1.4.1.1.77.1.5.1"  # Ophthalmic Photography 8 Bit Image Storage
+
+
+def _code(value: str, scheme: str, meaning: str):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def _ophthalmic_photograph_jpeg(rgb: np.ndarray, path: Path) -> Path:
+    """A fundus photograph as a fundus camera sends it: Ophthalmic Photography 8 Bit Image, JPEG baseline (Pillow's
+    encoder), YBR_FULL_422 (4:2:2 chroma subsampling), one frame of a multi-frame IOD, no patient geometry."""
+    import datetime
+    import io
+
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.sequence import Sequence
+    from pydicom.uid import JPEGBaseline8Bit, generate_uid
+
+    jpeg = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(jpeg, format="JPEG", quality=95, subsampling="4:2:2")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = OP_8BIT, generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    today = datetime.date.today().strftime("%Y%m%d")
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Fundus", "F002", "", "O"
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = today
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.AcquisitionDateTime = today + "120000"
+    ds.AccessionNumber, ds.ReferringPhysicianName, ds.StudyID = "", "", "1"
+    ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "OP", 1, 1
+    ds.Manufacturer, ds.ManufacturerModelName, ds.DeviceSerialNumber, ds.SoftwareVersions = "test", "test", "0", "0"
+    ds.ImageType, ds.ImageLaterality, ds.PatientOrientation, ds.BurnedInAnnotation = ["ORIGINAL", "PRIMARY"], "R", "", "NO"
+    ds.AnatomicRegionSequence = Sequence([_code("81745001", "SCT", "Eye")])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.Rows, ds.Columns = rgb.shape[:2]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.NumberOfFrames, ds.FrameIncrementPointer, ds.FrameTime = 1, 0x00181063, 0  # Multi-frame module (M)
+    ds.LossyImageCompression, ds.LossyImageCompressionMethod = "01", "ISO_10918_1"
+    ds.LossyImageCompressionRatio = f"{rgb.size / len(jpeg.getvalue()):.2f}"
+    ds.SynchronizationFrameOfReferenceUID, ds.SynchronizationTrigger = generate_uid(), "NO TRIGGER"
+    ds.AcquisitionTimeSynchronized, ds.PatientEyeMovementCommanded, ds.DetectorType = "N", "NO", "CCD"
+    ds.AcquisitionContextSequence = ds.RefractiveStateSequence = Sequence()
+    ds.EmmetropicMagnification = ds.IntraOcularPressure = ds.HorizontalFieldOfView = ds.PupilDilated = None
+    ds.AcquisitionDeviceTypeCodeSequence = Sequence([_code("409898007", "SCT", "Fundus Camera")])
+    ds.IlluminationTypeCodeSequence = ds.LightPathFilterTypeStackCodeSequence = Sequence()
+    ds.ImagePathFilterTypeStackCodeSequence = ds.LensesCodeSequence = Sequence()
+    ds.PixelData = encapsulate([jpeg.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("make_photo, sop_class", [(_secondary_capture_rgb, "1.2.840.10008.5.1.4.1.1.7"),
+                                                   (_ophthalmic_photograph_jpeg, OP_8BIT)])
+def test_infer_dicom_segments_a_colour_fundus_photograph_into_a_valid_seg(tmp_path, retinal_dir, make_photo, sop_class):
+    """An RGB Secondary Capture and a JPEG-baseline YBR_FULL_422 Ophthalmic Photography image (what a fundus camera
+    sends to a PACS) each get a valid SEG on the photograph holding the student's mask."""
     import highdicom as hd
+    import pydicom
     from monai.inferers import SlidingWindowInferer
 
     from monai_kd import cli
@@ -215,8 +279,10 @@ def test_infer_dicom_segments_a_colour_fundus_photograph_into_a_valid_seg(tmp_pa
 
     rgb = np.asarray(Image.open(retinal_dir / "VEVIO" / "frames" / "neo02od1_d.png").convert("RGB"))
     (tmp_path / "in").mkdir()
-    photo = _secondary_capture_rgb(rgb, tmp_path / "in" / "fundus.dcm")
+    photo = make_photo(rgb, tmp_path / "in" / "fundus.dcm")
     assert dciodvfy_errors(photo) == []
+    decoded = pydicom.dcmread(photo).pixel_array  # RGB (JPEG: lossy, YBR converted to RGB by pydicom)
+    assert decoded.shape == rgb.shape and np.abs(decoded.astype(float) - rgb).mean() < 2
     parser = ConfigParser()
     parser.read_config(str(CONFIGS / "inference.json"))
     torch.manual_seed(0)
@@ -227,8 +293,10 @@ def test_infer_dicom_segments_a_colour_fundus_photograph_into_a_valid_seg(tmp_pa
     assert dciodvfy_errors(seg_file) == []
     seg = hd.seg.segread(seg_file)
     assert seg.get_segment_description(1).segment_label == "retinal vessel"
+    (source,) = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    assert source.ReferencedSOPClassUID == sop_class and source.ReferencedSOPInstanceUID == pydicom.dcmread(photo).SOPInstanceUID
     mask = np.asarray(seg.pixel_array).reshape(rgb.shape[:2]) > 0  # one frame, rows x columns
-    prob = segment_probability(net, rgb[..., 1].T[None].astype(np.float32),
+    prob = segment_probability(net, decoded[..., 1].T[None].astype(np.float32),
                                _parser(tmp_path, retinal_dir).get_parsed_content("inference_transforms"),
                                SlidingWindowInferer((128, 128), sw_batch_size=8, overlap=0.25)).numpy().T
     decided = np.abs(prob - 0.5) > 0.1

@@ -236,3 +236,61 @@ def test_transform_description_tracks_parameters_not_random_state_or_addresses()
     assert transform_fingerprint(views) == transform_fingerprint(SeededViews(_datalist(4), make(0.1), num_views=2))
     assert transform_fingerprint(views) != transform_fingerprint(SeededViews(_datalist(4), make(0.2), num_views=2))
     assert (views.transform.transforms[1].R.get_state()[1] == state).all()
+
+
+def _kdml(step=None, teacher_mode="offline", epochs=3):
+    """Two students with offline KD (logit + feature from the frozen teacher) and mutual learning between them."""
+    from monai_kd.engines import MultiStudentTrainer
+    from monai_kd.losses import KDLoss, MutualLearningLoss
+
+    set_determinism(seed=0)
+    teacher = CountingTeacher(_net(8))
+    students = {"s1": _net(4), "s2": _net(4)}
+    ce = torch.nn.CrossEntropyLoss()
+    terms = [
+        {"name": "s1_task", "learner": "s1", "kind": "task", "loss": ce},
+        {"name": "s2_task", "learner": "s2", "kind": "task", "loss": ce},
+        {"name": "s1_kd", "learner": "s1", "kind": "logit", "source": "teacher", "loss": KDLoss(temperature=2.0)},
+        {"name": "s2_feat", "learner": "s2", "kind": "feature", "source": "teacher", "weight": 0.5,
+         "loss": FeatureKDLoss("layer2", "net.layer2", student_channels=4, teacher_channels=8)},
+        {"name": "s1_s2_ml", "learner": "s1", "kind": "logit", "source": "s2", "loss": MutualLearningLoss()},
+    ]
+    if teacher_mode == "online":
+        terms = [t for t in terms if t["name"] != "s2_feat"] + [
+            {"name": "t_task", "learner": "teacher", "kind": "task", "loss": ce}]
+    loader = torch.utils.data.DataLoader(SeededViews(_datalist(), EnsureTyped(["image"]), 0), batch_size=8, shuffle=True)
+    trainer = MultiStudentTrainer(
+        device="cpu", max_epochs=epochs, train_data_loader=loader, students=students,
+        optimizer=lambda params: torch.optim.SGD(params, lr=0.05), loss_terms=terms,
+        teacher=teacher, teacher_mode=teacher_mode, step=step,
+    )
+    losses: list[float] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(float(e.state.output[0]["loss"])))
+    trainer.run()
+    set_determinism(seed=None)
+    return losses, teacher
+
+
+def test_kdml_offline_teacher_switched_to_the_cache_keeps_its_losses():
+    """KDML's offline-KD variants: the frozen teacher's logits and tapped feature come from the cache in epochs 2-3
+    and every loss equals the live run's; mutual learning between the students is untouched."""
+    from monai_kd.engines import MultiStudentStep
+
+    live, live_teacher = _kdml()
+    cache = TeacherCacheStep(MultiStudentStep())
+    cached, cached_teacher = _kdml(step=cache)
+    assert len(cached) == len(live) == 9
+    torch.testing.assert_close(torch.tensor(cached), torch.tensor(live), rtol=1e-5, atol=1e-6)
+    assert (live_teacher.rows, cached_teacher.rows) == (72, 24)
+    assert (cache.misses, cache.hits) == (24, 48)
+    assert "0/feat/net.layer2" in cache.store.arrays
+
+
+def test_kdml_cache_refused_where_the_teacher_is_not_frozen():
+    """An online teacher changes every step (and mutual learning alone has none): there is nothing to cache."""
+    from monai_kd.engines import MultiStudentStep
+
+    with pytest.raises(ValueError, match="frozen teachers"):
+        _kdml(step=TeacherCacheStep(MultiStudentStep()), teacher_mode="online", epochs=1)
+    with pytest.raises(TypeError, match="MultiStudentStep"):
+        _kdml(step=TeacherCacheStep(), epochs=1)

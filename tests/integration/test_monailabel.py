@@ -43,3 +43,7 @@ def test_monailabel_server_infer_and_train(tmp_path):
     assert "[PASS] [kd] MONAI Label BundleTrainTask accepts train.json" in output
     if (REPO / "bundles" / "kdml_seg").is_dir():  # Slicer's Train: datastore items are volume file paths
         assert "[PASS] [kdml_seg] MONAI Label BundleTrainTask trains from datastore file paths" in output
+    # the retinal-vessel student (emtkd's default benchmark) on a colour AV-WIDE photograph, and its training entry
+    assert "[PASS] [emtkd] /infer/emtkd (image id) emtkd_AV-WIDE_" in output
+    assert "100.0000% pixels equal to the bundle's inference.json pipeline" in output
+    assert "[PASS] [emtkd] MONAI Label BundleTrainTask accepts train.json" in output

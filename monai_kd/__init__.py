@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # Subpackages load on first use (PEP 562), so ``monai-kd --help`` and argument errors answer without importing
 # torch or MONAI; ``import monai_kd`` then ``monai_kd.data.medmnist_datalist(...)`` (bundle configs) still works.
-_SUBMODULES = frozenset({"data", "engines", "handlers", "inferers", "losses", "metrics", "model_card", "networks"})
+_SUBMODULES = frozenset({"data", "engines", "handlers", "inferers", "losses", "metrics", "model_card", "networks", "quantization"})
 
 
 def __getattr__(name: str) -> Any:
@@ -36,4 +36,4 @@ def __dir__() -> list[str]:
     return sorted(globals())
 
 
-__all__ = ["data", "engines", "handlers", "inferers", "losses", "metrics", "model_card", "networks", "__version__"]
+__all__ = ["data", "engines", "handlers", "inferers", "losses", "metrics", "model_card", "networks", "quantization", "__version__"]

@@ -9,6 +9,7 @@ Examples::
     monai-kd train bundles/kd --resume false          # retrain every stage from scratch
     monai-kd evaluate bundles/kd                      # test metrics of every trained model
     monai-kd export bundles/kd                        # models/model.ts (TorchScript) and models/model.onnx
+    monai-kd export bundles/kd --int8 --overlay bundles/kd/configs/student_fast.json   # + models/model_int8.onnx
     monai-kd results kd                               # evidence: mean ± std, paired differences, 95% CIs
     monai-kd verify bundles/kd                        # metadata against the shipped schema
     monai-kd datalist DATA --images "images/*.png" --masks "masks/{stem}.png" --output my.json   # then --datalist my.json
@@ -120,7 +121,13 @@ def _evaluate(bundle: str, override: dict[str, Any]) -> None:
 
 
 def export(
-    bundle: str, onnx: bool = True, ckpt_file: str | None = None, output_dir: str | None = None, **override: Any
+    bundle: str,
+    onnx: bool = True,
+    ckpt_file: str | None = None,
+    output_dir: str | None = None,
+    int8: bool = False,
+    overlay: str | None = None,
+    **override: Any,
 ) -> None:
     """Export the bundle's student (``network_def`` of ``inference.json``) to TorchScript and ONNX.
 
@@ -134,17 +141,31 @@ def export(
         ckpt_file: weights to export (a plain state dict, as ``CheckpointSaver`` writes for one object);
             default ``models/model.pt``.
         output_dir: where to write ``model.ts`` / ``model.onnx``; default the bundle's ``models/``.
+        int8: also write ``model_int8.onnx``, quantised by ONNX Runtime (static, calibrated on 256 training images
+            of the bundle's ``train.json``; see :func:`monai_kd.quantization.quantize_onnx`).
+        overlay: a config file layered over ``inference.json`` and ``train.json``, e.g. the fast student's
+            ``configs/student_fast.json``.
         override: config overrides.
     """
-    for path in _export(bundle, onnx, ckpt_file, output_dir, override):
+    for path in _export(bundle, onnx, ckpt_file, output_dir, override, int8=int8, overlay=overlay):
         print(path)
 
 
 def _export(
-    bundle: str, onnx: bool, ckpt_file: str | None, output_dir: str | None, override: dict[str, Any]
+    bundle: str,
+    onnx: bool,
+    ckpt_file: str | None,
+    output_dir: str | None,
+    override: dict[str, Any],
+    int8: bool = False,
+    overlay: str | None = None,
 ) -> list[str]:
     """Write the exports and refresh the model card's checksums; the written paths."""
     ckpt = ckpt_file or bundle_file(bundle, "models/model.pt")
+    overlays = [overlay] if overlay else []
+    for path in overlays:
+        if not os.path.isfile(path):
+            raise BundleError(f"overlay config '{path}' does not exist.")
     shape = input_shape(bundle)
     from monai.bundle import ckpt_export, onnx_export
 
@@ -156,7 +177,7 @@ def _export(
         "net_id": "network_def",
         "ckpt_file": ckpt,
         "meta_file": bundle_file(bundle, "configs/metadata.json"),
-        "config_file": bundle_file(bundle, "configs/inference.json"),
+        "config_file": [bundle_file(bundle, "configs/inference.json"), *overlays],
         "input_shape": shape,
         "bundle_root": bundle,
         **override,
@@ -171,6 +192,14 @@ def _export(
         if not _VERBOSE:  # the exporter's step-by-step progress lines, shown with --verbose
             dynamic["verbose"] = False
         onnx_export(filepath=written[1], use_trace=True, converter_kwargs=dynamic, **common)
+    if int8:
+        if not onnx:
+            raise BundleError("--int8 quantises the ONNX export: drop --onnx False.")
+        from monai_kd.quantization import bundle_calibration_images, quantize_onnx
+
+        train_configs = [bundle_file(bundle, "configs/train.json"), *overlays]
+        images = bundle_calibration_images(train_configs, **{k: v for k, v in override.items() if k != "bundle_root"})
+        written.append(quantize_onnx(written[1], os.path.join(out, "model_int8.onnx"), images))
     if os.path.basename(os.path.normpath(out)) == "models":  # a model card beside it records the new checksums
         from monai_kd.model_card import refresh_exports
 
@@ -236,7 +265,8 @@ def infer_dicom(
         description: select by a case-insensitive substring of SeriesDescription.
         series_uid: select by SeriesInstanceUID (quote it on the command line).
         nifti: also write the segmentation as NIfTI.
-        ckpt_file: student weights; default ``BUNDLE/models/model.pt``.
+        ckpt_file: student weights; default ``BUNDLE/models/model.pt``; an ``.onnx`` file (e.g. the int8
+            ``model_int8.onnx``) is run by ONNX Runtime.
         device: ``cpu`` or ``cuda:N``.
         all_series: run on every series of a folder of studies (selected by ``modality`` / ``description`` if
             given), loading the model once.

@@ -161,6 +161,10 @@ def _network(parser: Any, bundle: str, ckpt_file: str | None, device: torch.devi
         raise BundleError(
             f"no weights: '{ckpt}' does not exist; train the bundle (monai-kd train) or pass --ckpt_file."
         )
+    if ckpt.lower().endswith(".onnx"):  # an exported (e.g. int8) model, run by ONNX Runtime on the CPU
+        from monai_kd.quantization import OnnxNetwork
+
+        return OnnxNetwork(ckpt)
     network = parser.get_parsed_content("network_def")
     from monai_kd.networks.pretrained import load_checkpoint  # empty / truncated / pickled files: one clear line
 
@@ -334,7 +338,8 @@ def infer_dicom(
         description: select the DICOM series whose description contains this text (case-insensitive).
         series_uid: select the DICOM series with this Series Instance UID.
         nifti: for a segmentation of DICOM input, also write the label map as NIfTI.
-        ckpt_file: student weights (a state dict); default ``models/model.pt`` of the bundle.
+        ckpt_file: student weights (a state dict), or an ONNX model (``.onnx``, e.g. an int8 ``model_int8.onnx``)
+            run by ONNX Runtime on the CPU; default ``models/model.pt`` of the bundle.
         device: torch device, e.g. ``cpu`` or ``cuda:0``.
         timings: if a dict is given, wall-clock seconds of the stages are added to it (keys
             :data:`TIMING_KEYS`): ``read`` (series scan, pixel decoding and the bundle's ``LoadImaged``),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from monai_kd.networks.domain_adversarial import DomainAdversarialNetwork
+from monai_kd.networks.fast_student import FastStudent, SeparableBlock
 from monai_kd.networks.feature_tap import FeatureTap
 from monai_kd.networks.gradient_reversal import GradientReversal, dann_coefficient
 from monai_kd.networks.learned_gate import LearnedGateWeighting
@@ -16,10 +17,12 @@ __all__ = [
     "CheckpointMismatchError",
     "ConfidenceWeighting",
     "DomainAdversarialNetwork",
+    "FastStudent",
     "FeatureTap",
     "GradientReversal",
     "LearnedGateWeighting",
     "MetaWeightNetwork",
+    "SeparableBlock",
     "TeacherWeighting",
     "UniformWeighting",
     "dann_coefficient",

@@ -145,11 +145,13 @@ def _parser(bundle: str, device: torch.device) -> Any:
 
 
 def _loader_index(preprocessing: Any) -> int:
-    """Position of the ``LoadImaged`` transform in the bundle's preprocessing."""
+    """Position of the loading transform (``LoadImaged`` or monai_kd's ``ReadImaged``) in the bundle's preprocessing."""
     from monai.transforms import LoadImaged
 
+    from monai_kd.data.readers import ReadImaged
+
     for index, transform in enumerate(getattr(preprocessing, "transforms", ())):
-        if isinstance(transform, LoadImaged):
+        if isinstance(transform, (LoadImaged, ReadImaged)):
             return index
     raise BundleError("the bundle's preprocessing has no top-level LoadImaged transform to load the input with.")
 

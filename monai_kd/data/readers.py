@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from monai.data import ITKReader, NibabelReader, PILReader, PydicomReader
@@ -277,7 +278,15 @@ class ReadImaged(MapTransform):
         super().__init__(keys, allow_missing_keys)
         self.reverse_indexing = reverse_indexing
 
-    def __call__(self, data):
+    def __call__(self, data, reader: Any = None):
+        """Load every key; ``reader`` (as ``LoadImaged(data, reader=...)`` takes it, e.g. the DICOM series reader
+        ``monai-kd infer-dicom`` registers) replaces the reader picked by suffix."""
+        if reader is not None:
+            from monai.transforms import LoadImaged
+
+            load = LoadImaged(self.keys, image_only=True, ensure_channel_first=True,
+                              reverse_indexing=self.reverse_indexing, allow_missing_keys=self.allow_missing_keys)
+            return load(data, reader=reader)
         d = dict(data)
         for key in self.key_iterator(d):
             path = os.fspath(d[key])

@@ -8,12 +8,28 @@ between them, so hand-written text around a generated table survives re-running 
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import statistics
+import sys
+import time
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["busy_refusal", "busy_section", "changes_table", "markers", "write_section", "write_timing_section"]
+__all__ = [
+    "busy_refusal",
+    "busy_section",
+    "changes_table",
+    "is_busy",
+    "load_average",
+    "markers",
+    "run_header",
+    "save_timing_run",
+    "write_section",
+    "write_timing_section",
+]
 
 
 def markers(name: str = "results") -> tuple[str, str]:
@@ -81,6 +97,64 @@ def changes_table(
         return ""
     head = "| group | runs | " + " | ".join(f"{name} (mean before -> after, change)" for name in metrics) + " |"
     return "\n".join([head, "|---|---|" + "---:|" * len(metrics), *rows])
+
+
+def load_average() -> float:
+    """The 1-minute load average (``os.getloadavg``)."""
+    return os.getloadavg()[0]
+
+
+def is_busy(load_before: float, loads_after: Sequence[float], max_load: float, own_threads: int = 1) -> bool:
+    """Whether a timing run shared the CPU with other work.
+
+    Before the run only other processes count, so ``load_before`` must be at most ``max_load``. A load read after
+    (part of) the run also holds the run's own busy threads: up to ``own_threads`` of it is the benchmark itself
+    (a one-thread benchmark leaves a 1-minute load near 1.0 on an idle machine), so a later reading is busy only
+    above ``own_threads + max_load / 2``: more than half the idle allowance of other work on top of the run.
+
+    Args:
+        load_before: the 1-minute load average before the run started.
+        loads_after: the readings taken during or after the run.
+        max_load: the highest load average of other work at which timings are honest.
+        own_threads: the number of threads the benchmark itself keeps busy.
+    """
+    return load_before > max_load or max(loads_after, default=0.0) > own_threads + max_load / 2
+
+
+def run_header(**fields: Any) -> dict[str, Any]:
+    """What every timing run records first: the machine, the date (UTC) and the command line, then ``fields``."""
+    return {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), {platform.system()}",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "command": " ".join(sys.argv),
+        **fields,
+    }
+
+
+def save_timing_run(
+    result: dict[str, Any], output: str | os.PathLike, markdown: str | os.PathLike, text: str, name: str,
+    measured_marker: str,
+) -> bool:
+    """Write a timing run's JSON to ``output`` and its section ``name`` of ``markdown`` (never over a measured table
+    when the run was busy: :func:`write_timing_section`), saying so when the table was kept.
+
+    Args:
+        result: the run's record; ``result["busy"]`` decides whether its section may replace a measured one.
+        output: the JSON file (its folder is created).
+        markdown: the document holding the generated section.
+        text: the section's new content.
+        name: the section's marker name.
+        measured_marker: text found only in a section measured on an idle machine.
+
+    Returns:
+        Whether the section was written.
+    """
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(json.dumps(result, indent=2) + "\n")
+    written = write_timing_section(markdown, text, name, bool(result.get("busy")), measured_marker)
+    if not written:
+        print(f"busy run: {markdown} keeps its measured table; this run is only in {output}")
+    return written
 
 
 def busy_refusal(load: float, max_load: float, allow_busy: bool) -> str | None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from monai_kd.reporting import busy_refusal, busy_section, write_timing_section  # noqa: E402
+from monai_kd.reporting import busy_refusal, busy_section, is_busy, load_average, run_header, save_timing_run  # noqa: E402
 DATA = Path(os.environ.get("MONAI_KD_DATA", REPO.parent / "shared" / "data"))
 CT = DATA / "totalsegmentator-examples" / "example_ct_dicom"
 WORK = REPO / "scripts" / "_work" / "dicom_growth"
@@ -60,11 +59,6 @@ infer_dicom_folder(sys.argv[1], sys.argv[2], sys.argv[3], ckpt_file=sys.argv[4],
 print("RESULT " + json.dumps({"import_s": imported, "timings": timings, "rss_mb": rss,
                               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
-
-
-def load_average() -> float:
-    """The 1-minute load average."""
-    return os.getloadavg()[0]
 
 
 def make_studies(count: int, root: Path) -> Path:
@@ -204,18 +198,16 @@ def main(argv: list[str] | None = None) -> int:
     records = growth(args.bundle, args.counts, ckpt)
     start = None if args.skip_startup else startup(args.bundle, ckpt, args.repeats)
     load_after = load_average()
-    result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), {platform.system()}",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "bundle": args.bundle.name,
-        "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset"), "repeats": args.repeats,
-        "load_before": load_before, "load_after": load_after, "max_load": args.max_load,
-        "busy": max(load_before, load_after) > args.max_load, "growth": records, "startup": start,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    result = run_header(
+        bundle=args.bundle.name, omp_threads=os.environ.get("OMP_NUM_THREADS", "unset"), repeats=args.repeats,
+        load_before=load_before, load_after=load_after, max_load=args.max_load,
+        busy=is_busy(load_before, [load_after], args.max_load, own_threads=1), growth=records, startup=start,
+    )
     if start is not None or result["busy"]:
-        if not write_timing_section(args.markdown, markdown(result), SECTION, result["busy"], "series / hour"):
-            print(f"busy run: {args.markdown} keeps its measured table; this run is only in {args.output}")
+        save_timing_run(result, args.output, args.markdown, markdown(result), SECTION, "series / hour")
+    else:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result) if start is not None or result["busy"] else json.dumps(records, indent=1))
     return 0
 

@@ -53,7 +53,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from monai_kd.reporting import busy_refusal, busy_section, write_timing_section  # noqa: E402
+from monai_kd.reporting import busy_refusal, busy_section, is_busy, load_average, run_header, save_timing_run  # noqa: E402
 DATA = Path(os.environ.get("MONAI_KD_DATA", REPO.parent / "shared" / "data"))
 OUT_JSON = REPO / "scripts" / "_work" / "bench_kd_speed.json"
 OUT_MD = REPO / "docs" / "bench_kd_speed.md"
@@ -69,11 +69,6 @@ JOBS: dict[str, dict[str, Any]] = {
     "seg": {"bundle": "kdml_seg", "teacher": "teacher_def", "student": "network_def", "batch": 32, "T": 4.0, "w": 0.5,
             "data": "BraTS FLAIR train slices, 64 px, tumour mask"},
 }
-
-
-def load_average() -> float:
-    """The 1-minute load average."""
-    return os.getloadavg()[0]
 
 
 def job_data(job: str, limit: int | None) -> list[dict]:
@@ -350,7 +345,7 @@ def bench(args: argparse.Namespace) -> dict:
                 "epoch_s": times, "first_epoch_s": times[0] if times else None,
                 "median_epoch_s": statistics.median(later) if later else None,
                 "load_before": load_before, "load_after": load_after,
-                "busy": max(load_before, load_after) > args.max_load, **extra,
+                "busy": is_busy(load_before, [load_before, load_after], args.max_load, args.threads), **extra,
             }
             shown = f"{record['variants'][variant]['median_epoch_s']:.2f} s/epoch" if later else extra.get("skipped", "")
             print(f"{job:>4} {variant:>16}: {shown} (load {load_before:.1f} -> {load_after:.1f})", flush=True)
@@ -423,17 +418,13 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     result = bench(args)
     load_after = load_average()
-    busy = max([load_before, load_after] + [v["load_after"] for j in result["jobs"] for v in j["variants"].values()])
-    result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), {platform.system()}",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": args.threads, "epochs": args.epochs,
-        "limit": args.limit, "seed": args.seed, "load_before": load_before, "load_after": load_after,
-        "max_load": args.max_load, "busy": busy > args.max_load, "command": " ".join(sys.argv), **result,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    if not write_timing_section(args.markdown, markdown(result), SECTION, result["busy"], "| variant |"):
-        print(f"busy run: {args.markdown} keeps its measured table; this run is only in {args.output}")
+    variant_loads = [v["load_after"] for j in result["jobs"] for v in j["variants"].values()]
+    result = run_header(
+        threads=args.threads, epochs=args.epochs, limit=args.limit, seed=args.seed, load_before=load_before,
+        load_after=load_after, max_load=args.max_load,
+        busy=is_busy(load_before, [load_after, *variant_loads], args.max_load, args.threads), **result,
+    )
+    save_timing_run(result, args.output, args.markdown, markdown(result), SECTION, "| variant |")
     print(markdown(result))
     return 0
 

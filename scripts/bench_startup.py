@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -43,7 +42,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 from bench_dicom_growth import make_studies, student_checkpoint  # noqa: E402
 
-from monai_kd.reporting import busy_refusal, busy_section, write_timing_section  # noqa: E402
+from monai_kd.reporting import busy_refusal, busy_section, is_busy, load_average, run_header, save_timing_run  # noqa: E402
 
 WORK = REPO / "scripts" / "_work" / "startup"
 OUT_JSON = REPO / "scripts" / "_work" / "bench_startup.json"
@@ -53,11 +52,6 @@ RERUN = "OMP_NUM_THREADS=1 python scripts/bench_startup.py"
 TARGET_OVERHEAD = 0.30
 TARGET_HELP_S = 1.0
 IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)")
-
-
-def load_average() -> float:
-    """The 1-minute load average."""
-    return os.getloadavg()[0]
 
 
 def _env() -> dict:
@@ -208,17 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     result = bench(args.bundle.resolve(), args.repeats)
     load_after = load_average()
-    result = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), {platform.system()}",
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "bundle": args.bundle.name,
-        "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset"), "repeats": args.repeats,
-        "load_before": load_before, "load_after": load_after, "max_load": args.max_load,
-        "busy": max(load_before, load_after) > args.max_load, "command": " ".join(sys.argv), **result,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=2) + "\n")
-    if not write_timing_section(args.markdown, markdown(result), SECTION, result["busy"], "| command (new process) |"):
-        print(f"busy run: {args.markdown} keeps its measured table; this run is only in {args.output}")
+    result = run_header(
+        bundle=args.bundle.name, omp_threads=os.environ.get("OMP_NUM_THREADS", "unset"), repeats=args.repeats,
+        load_before=load_before, load_after=load_after, max_load=args.max_load,
+        busy=is_busy(load_before, [load_after], args.max_load, own_threads=1), **result,
+    )
+    save_timing_run(result, args.output, args.markdown, markdown(result), SECTION, "| command (new process) |")
     print(markdown(result))
     return 0
 

@@ -56,6 +56,19 @@ def test_a_busy_run_never_replaces_a_measured_table(tmp_path):
     assert "refused" in busy_refusal(5.0, 1.0, False)
 
 
+def test_a_run_is_busy_only_from_load_beyond_its_own_threads():
+    from monai_kd.reporting import is_busy
+
+    # an idle machine running a one-thread benchmark: the 1-minute load climbs to ~1.1 from the benchmark itself
+    assert not is_busy(0.05, [1.1, 1.3], max_load=1.0, own_threads=1)
+    # another job on the second core lifts it to ~2: busy (more than half the allowance of other work on top)
+    assert is_busy(0.05, [1.1, 2.0], max_load=1.0, own_threads=1)
+    # before the run only other work counts
+    assert is_busy(1.2, [1.1], max_load=1.0, own_threads=1)
+    # a two-thread run may leave ~2.2 by itself
+    assert not is_busy(0.3, [2.2], max_load=1.0, own_threads=2) and is_busy(0.3, [2.6], max_load=1.0, own_threads=2)
+
+
 TORCHDISTILL_PYTHON = REPO / ".venv-torchdistill" / "bin" / "python"
 
 

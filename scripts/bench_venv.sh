@@ -29,23 +29,10 @@ TORCHVISION_PIN="torchvision==0.29.1"
 TD_PIN="torchdistill==1.1.5"
 TD_CACHE_PIN="torchdistill==1.1.4"
 
-step() { printf '\n==> %s\n' "$*"; }
-fail() { printf '\nbench_venv.sh: FAILED: %s\n' "$*" >&2; exit 1; }
-trap 'fail "command on line $LINENO exited with status $? (see the output above)"' ERR
-
-command -v "$PYTHON" >/dev/null || fail "'$PYTHON' not found; set PYTHON=/path/to/python3.11"
-PYVER="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-if [[ "$PYVER" != "3.11" ]]; then
-    echo "warning: $PYTHON is Python $PYVER; the local $TORCH_PIN wheels are for Python 3.11 (others download from PyPI)" >&2
-fi
-
-if [[ -x "$VENV/bin/python" ]]; then
-    step "reusing $VENV ($("$VENV/bin/python" -V))"
-else
-    step "creating $VENV with $PYTHON -m venv"
-    "$PYTHON" -m venv "$VENV"
-fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+NAME="bench_venv.sh"
+# shellcheck source=scripts/venv_common.sh
+source "$ROOT/scripts/venv_common.sh"
+venv_create "the local $TORCH_PIN wheels"
 
 CONSTRAINTS="$VENV/bench-constraints.txt"
 printf '%s\n' "$TORCH_PIN" "$TORCHVISION_PIN" "monai==1.6.1" > "$CONSTRAINTS"

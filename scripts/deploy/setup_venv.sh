@@ -18,21 +18,10 @@ PYTHON="${PYTHON:-python3}"
 SDK_VERSION="${SDK_VERSION:-4.0.0}"
 TORCH_PIN="torch==2.13.0"
 
-step() { printf '\n==> %s\n' "$*"; }
-fail() { printf '\nsetup_venv.sh: FAILED: %s\n' "$*" >&2; exit 1; }
-trap 'fail "command on line $LINENO exited with status $? (see the output above)"' ERR
-
-command -v "$PYTHON" >/dev/null || fail "'$PYTHON' not found; set PYTHON=/path/to/python3.11"
-PYVER="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-[[ "$PYVER" == "3.11" ]] || echo "warning: $PYTHON is Python $PYVER; the local $TORCH_PIN wheel is for Python 3.11" >&2
-
-if [[ -x "$VENV/bin/python" ]]; then
-    step "reusing $VENV ($("$VENV/bin/python" -V))"
-else
-    step "creating $VENV with $PYTHON -m venv"
-    "$PYTHON" -m venv "$VENV"
-fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+NAME="setup_venv.sh"
+# shellcheck source=scripts/venv_common.sh
+source "$ROOT/scripts/venv_common.sh"
+venv_create "the local $TORCH_PIN wheel"
 
 CONSTRAINTS="$VENV/monai_kd-constraints.txt"
 printf '%s\n' "$TORCH_PIN" "monai==1.6.1" "pytorch-ignite==0.5.5" > "$CONSTRAINTS"

@@ -27,23 +27,10 @@ TORCH_PIN="torch==2.14.1"
 TORCHVISION_PIN="torchvision==0.29.1"
 MONAILABEL_PIN="monailabel==0.8.5"
 
-step() { printf '\n==> %s\n' "$*"; }
-fail() { printf '\nsetup_venv.sh: FAILED: %s\n' "$*" >&2; exit 1; }
-trap 'fail "command on line $LINENO exited with status $? (see the output above)"' ERR
-
-command -v "$PYTHON" >/dev/null || fail "'$PYTHON' not found; set PYTHON=/path/to/python3.11"
-PYVER="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-if [[ "$PYVER" != "3.11" ]]; then
-    echo "warning: $PYTHON is Python $PYVER; the local torch $TORCH_PIN wheels are for Python 3.11 (others download from PyPI)" >&2
-fi
-
-if [[ -x "$VENV/bin/python" ]]; then
-    step "reusing $VENV ($("$VENV/bin/python" -V))"
-else
-    step "creating $VENV with $PYTHON -m venv"
-    "$PYTHON" -m venv "$VENV"
-fi
-PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+NAME="setup_venv.sh"
+# shellcheck source=scripts/venv_common.sh
+source "$ROOT/scripts/venv_common.sh"
+venv_create "the local torch $TORCH_PIN wheels"
 
 # Everything after torch is installed under this constraints file, so no later step can swap torch.
 CONSTRAINTS="$VENV/monai_kd-constraints.txt"

@@ -34,7 +34,7 @@ A busy machine gives no honest timing: the 1-minute load average is read before 
 ``--max-load`` the run is refused (exit 3) unless ``--allow-busy``, and then the JSON flags it and the Markdown
 section states that the run was busy and shows no numbers as results.
 
-Writes ``--output`` (default ``scripts/_work/bench_kd_speed.json``) and the ``kd-speed`` section of
+Writes ``--output`` (default ``docs/bench_kd_speed.json``) and the ``kd-speed`` section of
 ``docs/bench_kd_speed.md``.
 """
 
@@ -55,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from monai_kd.reporting import busy_refusal, busy_section, is_busy, load_average, run_header, save_timing_run  # noqa: E402
 DATA = Path(os.environ.get("MONAI_KD_DATA", REPO.parent / "shared" / "data"))
-OUT_JSON = REPO / "scripts" / "_work" / "bench_kd_speed.json"
+OUT_JSON = REPO / "docs" / "bench_kd_speed.json"
 OUT_MD = REPO / "docs" / "bench_kd_speed.md"
 SECTION = "kd-speed"
 TORCHDISTILL_PYTHON = REPO / ".venv-torchdistill" / "bin" / "python"  # made by scripts/bench_venv.sh
@@ -384,8 +384,25 @@ def markdown(result: dict) -> str:
                          f"{v['first_loss_rel_diff']:.0e} from plain KD's (relative)")
             lines.append(f"| {name} | {v['median_epoch_s']:.2f} | {v['ratio_to_student_alone']:.2f} | "
                          f"{v['first_epoch_s']:.2f} | {note} |")
-        lines.append("")
+        lines += ["", *targets(job), ""]
     return "\n".join(lines)
+
+
+#: issue 15's targets: (variant, reference variant, largest allowed excess of its median epoch over the reference's)
+TARGETS = (("monai_kd_live", "pytorch_kd", 0.05), ("monai_kd_cached", "student_alone", 0.10))
+
+
+def targets(job: dict) -> list[str]:
+    """One line per target of :data:`TARGETS`: the measured excess over the reference epoch and whether it is met."""
+    out = []
+    for name, ref, allowed in TARGETS:
+        v, r = job["variants"].get(name, {}), job["variants"].get(ref, {})
+        if v.get("median_epoch_s") is None or r.get("median_epoch_s") is None:
+            continue
+        excess = v["median_epoch_s"] / r["median_epoch_s"] - 1
+        verdict = "met" if round(excess, 4) <= allowed else "not met"  # as shown (one decimal of a percent)
+        out.append(f"- `{name}` vs `{ref}`: {excess:+.1%} per epoch (target at most +{allowed:.0%}: {verdict}).")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,3 +86,14 @@ def test_torchdistill_arm_runs_the_same_job_in_its_environment(variant, version)
     assert len(times) == 2 and extra["environment"]["torchdistill"] == version
     assert extra["first_loss_rel_diff"] < 1e-5, extra["first_loss"]
     assert extra["cache_files"] == (64 if variant == "torchdistill_cache_output" else 0)
+
+
+def test_targets_are_the_excess_over_the_reference_epoch():
+    bench = load_script("bench_kd_speed")
+    job = {"variants": {"student_alone": {"median_epoch_s": 5.0}, "pytorch_kd": {"median_epoch_s": 10.0},
+                        "monai_kd_live": {"median_epoch_s": 10.5}, "monai_kd_cached": {"median_epoch_s": 5.6}}}
+    lines = bench.targets(job)
+    assert lines[0] == "- `monai_kd_live` vs `pytorch_kd`: +5.0% per epoch (target at most +5%: met)."
+    assert lines[1] == "- `monai_kd_cached` vs `student_alone`: +12.0% per epoch (target at most +10%: not met)."
+    job["variants"]["monai_kd_cached"]["median_epoch_s"] = None  # a skipped variant gives no line
+    assert len(bench.targets(job)) == 1

@@ -25,7 +25,7 @@ import os
 import sys
 from typing import Any
 
-from monai_kd.bundle_utils import BundleError, bundle_file, check_overrides, input_shape, verify_metadata
+from monai_kd.bundle_utils import BundleError, bundle_file, check_overrides, verify_metadata
 from monai_kd.cli_datalist import datalist
 
 STAGES = {
@@ -160,30 +160,54 @@ def _export(
     int8: bool = False,
     overlay: str | None = None,
 ) -> list[str]:
-    """Write the exports and refresh the model card's checksums; the written paths."""
-    ckpt = ckpt_file or bundle_file(bundle, "models/model.pt")
+    """Write the exports and refresh the model card's checksums; the written paths.
+
+    The metadata embedded in ``model.ts`` (and the traced input shape) follows the configuration exported: a student
+    trained with ``--in_channels 3`` is exported with ``--in_channels 3`` and its metadata declares three channels
+    (:func:`~monai_kd.bundle_utils.configured_metadata`).
+    """
+    root = str(override.get("bundle_root", bundle))
+    ckpt = ckpt_file or os.path.join(root, "models", "model.pt")
+    if not os.path.isfile(ckpt):
+        raise BundleError(f"no weights to export: '{ckpt}' does not exist (train first, or pass --ckpt_file).")
     overlays = [overlay] if overlay else []
     for path in overlays:
         if not os.path.isfile(path):
             raise BundleError(f"overlay config '{path}' does not exist.")
-    shape = input_shape(bundle)
+    configs = [bundle_file(bundle, "configs/inference.json"), *overlays]
+    from monai_kd.bundle_utils import checkpoint_in_channels, config_network_input, configured_metadata
+
+    configured = config_network_input(configs, {"bundle_root": bundle, **override})
+    trained = checkpoint_in_channels(ckpt)
+    if configured["in_channels"] is not None and trained is not None and trained != configured["in_channels"]:
+        raise BundleError(
+            f"'{ckpt}' was trained with {trained} input channel(s) but the config builds {configured['in_channels']}: "
+            f"export with the training's --in_channels {trained}."
+        )
+    with open(bundle_file(bundle, "configs/metadata.json")) as f:
+        meta = configured_metadata(json.load(f), configured["in_channels"], configured["spatial_size"])
+    spec = next(iter(meta["network_data_format"]["inputs"].values()))
+    shape = [1, int(spec["num_channels"]), *[int(s) for s in spec["spatial_shape"]]]
     from monai.bundle import ckpt_export, onnx_export
 
     from monai_kd.run_summary import quiet_third_party
 
     quiet_third_party(_VERBOSE)  # again after importing torch (it resets its loggers) and after any bundle run
 
+    out = output_dir or os.path.join(root, "models")
+    os.makedirs(out, exist_ok=True)
+    meta_file = os.path.join(out, "metadata.json")  # shipped beside the exports (and embedded in model.ts)
+    with open(meta_file, "w") as f:
+        json.dump(meta, f, indent=4)
     common = {
         "net_id": "network_def",
         "ckpt_file": ckpt,
-        "meta_file": bundle_file(bundle, "configs/metadata.json"),
-        "config_file": [bundle_file(bundle, "configs/inference.json"), *overlays],
+        "meta_file": meta_file,
+        "config_file": configs,
         "input_shape": shape,
         "bundle_root": bundle,
         **override,
     }
-    out = output_dir or os.path.join(bundle, "models")
-    os.makedirs(out, exist_ok=True)
     written = [os.path.join(out, "model.ts")]
     ckpt_export(filepath=written[0], use_trace=True, **common)
     if onnx:

@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["medmnist_datalist"]
+__all__ = ["MEDMNIST_CLASSES", "medmnist_class_names", "medmnist_datalist"]
+
+#: class names in label order of the MedMNIST archives this project uses (MedMNIST v2 ``INFO[flag]["label"]``)
+MEDMNIST_CLASSES: dict[str, tuple[str, ...]] = {
+    "pneumoniamnist": ("normal", "pneumonia"),
+    "breastmnist": ("malignant", "normal, benign"),
+    "adrenalmnist3d": ("normal", "hyperplasia"),
+}
 
 _SPLIT_ALIASES: dict[str, str] = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 _CHANNEL_LAST_SIZES = (1, 3)
@@ -109,6 +117,19 @@ def _resolve_npz(dataset_dir: str | os.PathLike, filename: str | None) -> Path:
             f"pass filename= to choose one."
         )
     return path / available[0]
+
+
+def medmnist_class_names(dataset_dir: str | os.PathLike, filename: str | None = None) -> tuple[str, ...] | None:
+    """Class names of the MedMNIST archive that ``dataset_dir`` / ``filename`` designate (``None``: not known).
+
+    The archive is recognised by its MedMNIST name (``breastmnist.npz``, ``pneumoniamnist_64.npz``, ...).
+
+    Args:
+        dataset_dir: folder holding the archive, or the archive itself.
+        filename: name of the archive inside ``dataset_dir``.
+    """
+    stem = re.sub(r"_\d+$", "", _resolve_npz(dataset_dir, filename).stem.lower())
+    return MEDMNIST_CLASSES.get(stem)
 
 
 @functools.lru_cache(maxsize=8)

@@ -443,3 +443,14 @@ def test_evidence_processes_sharing_one_results_file_keep_each_others_records(tm
     assert not list(tmp_path.glob(".tmp-*"))  # written atomically, no temporary file left
     resumed = ev.Evidence(tmp_path / "work", output, {})
     assert ("pneumonia", "student_alone", 0, None, None) in resumed.done
+
+
+def test_validation_items_keep_their_subject():
+    """The classification form's validation transforms keep ``subject`` (subject-level intervals and cards need it)."""
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    val_transforms = parser.get_parsed_content("val_transforms")
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    out = val_transforms({"image": image, "label": 1, "subject": "Brats_p1", "slice": 70})
+    assert set(out) == {"image", "label", "subject"} and out["subject"] == "Brats_p1"
+    assert set(val_transforms({"image": image, "label": 0})) == {"image", "label"}  # no subject: nothing to keep

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from typing import Any
 
 from monai_kd.bundle_utils import BundleError, bundle_file, check_overrides, verify_metadata
@@ -162,9 +163,9 @@ def _export(
 ) -> list[str]:
     """Write the exports and refresh the model card's checksums; the written paths.
 
-    The metadata embedded in ``model.ts`` (and the traced input shape) follows the configuration exported: a student
-    trained with ``--in_channels 3`` is exported with ``--in_channels 3`` and its metadata declares three channels
-    (:func:`~monai_kd.bundle_utils.configured_metadata`).
+    The metadata embedded in ``model.ts`` and ``model.onnx`` (``metadata_props``) and the traced input shape follow
+    the configuration exported: a student trained with ``--in_channels 3`` is exported with ``--in_channels 3`` and
+    its metadata declares three channels (:func:`~monai_kd.bundle_utils.configured_metadata`).
     """
     root = str(override.get("bundle_root", bundle))
     ckpt = ckpt_file or os.path.join(root, "models", "model.pt")
@@ -196,7 +197,8 @@ def _export(
 
     out = output_dir or os.path.join(root, "models")
     os.makedirs(out, exist_ok=True)
-    meta_file = os.path.join(out, "metadata.json")  # shipped beside the exports (and embedded in model.ts)
+    tmp = tempfile.TemporaryDirectory()
+    meta_file = os.path.join(tmp.name, "metadata.json")  # embedded in model.ts (ckpt_export) and model.onnx
     with open(meta_file, "w") as f:
         json.dump(meta, f, indent=4)
     common = {
@@ -216,6 +218,8 @@ def _export(
         if not _VERBOSE:  # the exporter's step-by-step progress lines, shown with --verbose
             dynamic["verbose"] = False
         onnx_export(filepath=written[1], use_trace=True, converter_kwargs=dynamic, **common)
+        _embed_metadata(written[1], meta)
+    tmp.cleanup()
     if int8:
         if not onnx:
             raise BundleError("--int8 quantises the ONNX export: drop --onnx False.")
@@ -229,6 +233,19 @@ def _export(
 
         refresh_exports(os.path.dirname(os.path.normpath(out)) or ".")
     return written
+
+
+def _embed_metadata(onnx_file: str, meta: dict) -> None:
+    """Store the bundle metadata in the ONNX model's ``metadata_props`` (key ``metadata.json``), as ``model.ts``
+    holds it among its extra files."""
+    import onnx
+
+    model = onnx.load(onnx_file)
+    props = [p for p in model.metadata_props if p.key != "metadata.json"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    model.metadata_props.add(key="metadata.json", value=json.dumps(meta))
+    onnx.save(model, onnx_file)
 
 
 def results(bundle: str, key: str = "model") -> None:

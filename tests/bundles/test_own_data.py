@@ -101,9 +101,13 @@ def _colour_exports_run_on_a_photograph(root: Path, fundus_jpegs: Path) -> None:
 
     written = ok(monai_kd("export", "bundles/kdml_seg", "--bundle_root", str(root), "--in_channels", "3")).splitlines()[-2:]
     assert written == [str(root / "models" / "model.ts"), str(root / "models" / "model.onnx")]
+    import onnxruntime
+
     extra = {"metadata.json": ""}
     scripted = torch.jit.load(written[0], map_location="cpu", _extra_files=extra)
-    for meta in (json.loads((root / "models" / "metadata.json").read_text()), json.loads(extra["metadata.json"])):
+    session = onnxruntime.InferenceSession(written[1], providers=["CPUExecutionProvider"])
+    onnx_meta = session.get_modelmeta().custom_metadata_map["metadata.json"]
+    for meta in (json.loads(extra["metadata.json"]), json.loads(onnx_meta)):
         image = meta["network_data_format"]["inputs"]["image"]
         assert image["num_channels"] == 3 and image["channel_def"] == {"0": "red", "1": "green", "2": "blue"}
         assert meta["input_contract"]["channels"] == 3
@@ -113,9 +117,6 @@ def _colour_exports_run_on_a_photograph(root: Path, fundus_jpegs: Path) -> None:
     with torch.no_grad():
         expected = scripted(x).numpy()
     assert expected.shape == (1, 2, 64, 64)
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(written[1], providers=["CPUExecutionProvider"])
     (onnx_out,) = session.run(None, {"image": x.numpy()})
     np.testing.assert_allclose(onnx_out, expected, atol=1e-4)
     with pytest.raises(Exception, match="Expected: 3"):  # a grey image is not what it was trained on

@@ -24,6 +24,7 @@ def evaluate_bundle(
     config_file: list[str | os.PathLike],
     bundle_root: str | os.PathLike,
     metrics_file: str = "metrics.json",
+    run_id: str = "run",
     **override: Any,
 ) -> dict[str, Any]:
     """Run the bundle's evaluation (``run`` of ``[train.json, evaluate.json]``) and return its metrics JSON.
@@ -33,12 +34,13 @@ def evaluate_bundle(
         bundle_root: the run folder holding ``models/``; the evaluation writes ``eval/`` there.
         metrics_file: the file under ``bundle_root/eval`` the evaluation writes (e.g. ``val_metrics.json`` for
             ``eval_split=val``).
+        run_id: the evaluation's run id (e.g. weckd's ``run_checkpoint``, one checkpoint file).
         override: config overrides and ``monai.bundle.run`` arguments (``meta_file``, ``eval_split``, ...).
 
     Raises:
         FileNotFoundError: the evaluation did not write ``metrics_file``, named with its path.
     """
-    run_bundle("run", list(config_file), bundle_root, **override)
+    run_bundle(run_id, list(config_file), bundle_root, **override)
     path = Path(bundle_root) / "eval" / metrics_file
     if not path.is_file():
         raise FileNotFoundError(f"the bundle's evaluation wrote no {path}.")

@@ -153,6 +153,11 @@ def _load_split(path: str, mtime_ns: int, size: int, split: str) -> tuple[np.nda
             the labels are not one scalar per sample, or the image and label counts differ.
     """
     image_key, label_key = f"{split}_images", f"{split}_labels"
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if not head.startswith((b"PK", b"\x93NUMPY")):  # neither a zip (.npz) nor a .npy: NumPy would call it pickled
+        shown = "is empty" if not head else f"starts with {head!r}"
+        raise ValueError(f"MedMNIST file {path} is not a .npz archive (a .npz is a zip file; this file {shown}).")
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:

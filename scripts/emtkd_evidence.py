@@ -83,7 +83,7 @@ from monai_kd.data.domain_datalist import domain_datalist
 from monai_kd.data.retinal import write_retinal_datalist
 from monai_kd.evidence import (SPECS, RecordStore, check_seeds, ci_note, evidence_parser, mean_std, paired,
                                protocol_text, run_bundle, run_stage, setup_logging)
-from monai_kd.evidence.evaluate import classification_scores, predict_logits
+from monai_kd.evidence.evaluate import evaluate_bundle, predict_logits
 from monai_kd.metrics.segmentation import evaluate_segmentation
 from monai_kd.networks import load_pretrained
 from monai_kd.reporting import changes_table, markers, write_section
@@ -94,6 +94,7 @@ CONFIGS = BUNDLE / "configs"
 META = str(CONFIGS / "metadata.json")
 DATA = REPO.parent / "shared" / "data"
 TEACHERS = ("teacher_a", "teacher_b")
+METRICS = {"test_acc": "accuracy", "test_auc": "auc", "test_nll": "nll"}  # evaluate_classification.json -> record
 BENCHMARKS: dict[str, dict[str, Any]] = {
     "brats": {"configs": ["train_classification.json"], "dataset_dir": DATA / "brats2015-sample"},
     "pneumonia": {
@@ -256,19 +257,22 @@ class Evidence:
     def logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return predict_logits(net, x, 256)
 
-    @staticmethod
-    def scores(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        return classification_scores(logits, y)
-
     def evaluate(self, benchmark: str, seed: int, key: str, ckpt: Path) -> dict[str, Any]:
-        """Test metrics plus validation AUC/accuracy/NLL and parameter count of one checkpoint."""
-        net = self.network(benchmark, seed, key, ckpt)
+        """Test metrics plus validation AUC/accuracy/NLL and parameter count of one checkpoint.
+
+        Through the bundle's ``evaluate_classification.json`` (``run_checkpoint``: network ``key`` filled from
+        ``ckpt``), which writes ``eval/metrics.json`` and ``eval/val_metrics.json`` into the run folder of ``ckpt``.
+        """
+        spec = BENCHMARKS[benchmark]
+        configs = [CONFIGS / c for c in spec["configs"]] + [CONFIGS / "evaluate_classification.json"]
         out: dict[str, Any] = {}
         for split in ("test", "val"):
-            x, y = self.split(benchmark, seed, split)
-            s = self.scores(self.logits(net, x), y)
-            out.update(s if split == "test" else {f"val_{k}": v for k, v in s.items()})
-        out["parameters"] = sum(p.numel() for p in net.parameters())
+            prefix = "" if split == "test" else f"{split}_"
+            m = evaluate_bundle(configs, ckpt.parent.parent, f"{prefix}metrics.json", run_id="run_checkpoint",
+                                eval_checkpoint=str(ckpt), eval_network=f"@{key}", eval_split=split, meta_file=META,
+                                dataset_dir=str(spec["dataset_dir"]), seed=seed)[ckpt.stem]
+            out.update({prefix + name: m[metric] for metric, name in METRICS.items()})
+        out["parameters"] = m["parameters"]
         return out
 
     def weighting_module(

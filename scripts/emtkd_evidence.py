@@ -84,7 +84,6 @@ from monai_kd.data.retinal import write_retinal_datalist
 from monai_kd.evidence import (SPECS, RecordStore, check_seeds, ci_note, evidence_parser, mean_std, paired,
                                protocol_text, run_bundle, run_stage, setup_logging)
 from monai_kd.evidence.evaluate import evaluate_bundle, predict_logits
-from monai_kd.metrics.segmentation import evaluate_segmentation
 from monai_kd.networks import load_pretrained
 from monai_kd.reporting import changes_table, markers, write_section
 
@@ -438,17 +437,22 @@ class RetinalEvidence(Evidence):
         return domain_datalist(parser.get_parsed_content("datalist"), split, channel=parser["channel"])
 
     def evaluate(self, benchmark: str, seed: int, key: str, ckpt: Path) -> dict[str, Any]:
-        """Test Dice / pixel AUC plus validation Dice / AUC and parameter count of one checkpoint."""
-        net = self.network(benchmark, seed, key, ckpt)
-        parser = self.parser(benchmark, seed)
-        preprocess, inferer = (parser.get_parsed_content(k) for k in ("inference_transforms", "sliding_window"))
+        """Test Dice / pixel AUC plus validation Dice / AUC and parameter count of one checkpoint.
+
+        Through the bundle's ``evaluate.json`` (``run_checkpoint``: network ``key`` filled from ``ckpt``, the
+        seed's target split, whole images at the masks' resolution), written into the run folder of ``ckpt``.
+        """
+        spec = BENCHMARKS[benchmark]
+        configs = [CONFIGS / c for c in spec["configs"]] + [CONFIGS / "evaluate.json"]
         out: dict[str, Any] = {}
         for split in ("test", "val"):
-            m = evaluate_segmentation(net, self.items(benchmark, seed, split), preprocess, inferer)
-            out.update(
-                {"dice": m["dice"], "auc": m["auc"]} if split == "test" else {"val_dice": m["dice"], "val_auc": m["auc"]}
-            )
-        out["parameters"] = sum(p.numel() for p in net.parameters())
+            prefix = "" if split == "test" else f"{split}_"
+            m = evaluate_bundle(configs, ckpt.parent.parent, f"{prefix}metrics.json", run_id="run_checkpoint",
+                                eval_checkpoint=str(ckpt), eval_network=f"@{key}", eval_split=split, meta_file=META,
+                                dataset_dir=str(spec["dataset_dir"]), seed=seed,
+                                split_seed=self._split_seed(seed))[ckpt.stem]
+            out.update({f"{prefix}dice": m["dice"], f"{prefix}auc": m["auc"]})
+        out["parameters"] = m["parameters"]
         return out
 
     @torch.no_grad()

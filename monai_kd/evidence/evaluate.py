@@ -3,9 +3,11 @@
 """Evaluating the models of an evidence run: through the bundle's own ``evaluate.json``, or in-process scores.
 
 :func:`evaluate_bundle` runs ``[train.json, evaluate.json]`` of a bundle into a run folder, exactly as
-``monai-kd evaluate`` does, and returns the metrics file it wrote. :func:`classification_scores` gives the
-test/validation scores the classification protocols record (accuracy, ROC AUC, NLL and, optionally, ECE) from
-logits, for metrics a bundle's ``evaluate.json`` does not write (validation NLL for model selection).
+``monai-kd evaluate`` does (or another run id of it, e.g. ``run_checkpoint`` for one checkpoint file), and returns the
+metrics file it wrote; the kd, kdml, weckd and emtkd evidence score their models this way (accuracy, ROC AUC,
+validation NLL, ECE, Dice from the bundles' own metrics). :func:`classification_scores` gives the same
+classification scores from logits in-process, for a protocol whose bundle does not report them yet (mmkd) and for
+tests that check the bundles' numbers against it.
 """
 
 from __future__ import annotations

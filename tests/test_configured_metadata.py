@@ -55,7 +55,8 @@ def test_export_refuses_weights_of_another_channel_count(tmp_path):
     from monai_kd import cli
     from monai_kd.bundle_utils import BundleError
 
-    net = UNet(spatial_dims=2, in_channels=3, out_channels=2, channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1)
+    net = UNet(spatial_dims=2, in_channels=3, out_channels=2, channels=(8, 16, 32, 64), strides=(2, 2, 2),
+               num_res_units=1)
     torch.save(net.state_dict(), tmp_path / "colour.pt")
     with pytest.raises(BundleError, match=r"trained with 3 input channel\(s\) but the config builds 1: export with "
                                           r"the training's --in_channels 3"):

@@ -22,8 +22,9 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_kd.metrics.uncertainty import expected_calibration_error
 
-EpochMetric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "EpochMetric", as_type="base")
-Loss, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Loss", as_type="base")
+_IGNITE = ("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version)
+EpochMetric, _ = optional_import(*_IGNITE, "EpochMetric", as_type="base")
+Loss, _ = optional_import(*_IGNITE, "Loss", as_type="base")
 
 __all__ = ["CalibrationError", "ProbabilityNLL", "probability_nll"]
 

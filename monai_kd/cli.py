@@ -275,7 +275,8 @@ def pipeline(bundle: str, resume: bool = True, **override: Any) -> None:
     _train(bundle, "all", resume, override)
     _evaluate(bundle, override)
     root = override.get("bundle_root", bundle)
-    _export(bundle, True, os.path.join(root, "models", "model.pt"), os.path.join(root, "models"), {})
+    # the training's overrides (e.g. --in_channels 3) build the exported network and its metadata
+    _export(bundle, True, os.path.join(root, "models", "model.pt"), os.path.join(root, "models"), override)
     _summary(bundle, override, "run")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from pathlib import Path
@@ -103,3 +104,99 @@ def default_device(cuda: str = "cuda:0"):
     import torch
 
     return torch.device(cuda if torch.cuda.is_available() else "cpu")
+
+
+#: ``network_data_format`` output formats of a classifier and of a segmentation network
+CLASSIFICATION_FORMATS = frozenset({"classes", "probabilities"})
+SEGMENTATION_FORMATS = frozenset({"labels", "segmentation"})
+#: ``channel_def`` of a network input with this many channels, when it differs from the metadata's
+CHANNEL_NAMES = {3: ("red", "green", "blue")}
+
+
+def configured_metadata(
+    metadata: dict,
+    in_channels: int | None = None,
+    spatial_size: list[int] | tuple[int, ...] | None = None,
+    class_names: list[str] | tuple[str, ...] | None = None,
+) -> dict:
+    """A bundle's metadata with its network input and output following the configuration actually run.
+
+    ``configs/metadata.json`` describes the bundle's default (e.g. one FLAIR channel, PneumoniaMNIST classes). A model
+    trained with ``--in_channels 3``, another ``--spatial_size`` or on other classes ships metadata that says so:
+    ``network_data_format`` inputs ``num_channels`` / ``spatial_shape`` / ``channel_def``, ``input_contract``
+    ``channels``, the ``pred`` output's ``spatial_shape`` (segmentation) and ``channel_def`` (classification) follow
+    the given values. Values equal to
+    the metadata's leave it as it is (its channel names included).
+
+    Args:
+        metadata: the bundle's metadata (not modified).
+        in_channels: channels of the network input (``None``: as declared).
+        spatial_size: spatial shape of the network input (``None``, or a different rank than declared: as declared).
+        class_names: names of the output classes in label order (``None``: as declared).
+
+    Returns:
+        A new metadata dictionary.
+    """
+    meta = copy.deepcopy(dict(metadata))
+    fmt = meta.get("network_data_format", {})
+    inputs = fmt.get("inputs", {})
+    if inputs:
+        spec = next(iter(inputs.values()))
+        if in_channels is not None and int(in_channels) != int(spec.get("num_channels", 1)):
+            n = int(in_channels)
+            names = CHANNEL_NAMES.get(n, tuple(f"channel {i}" for i in range(n)))
+            spec["num_channels"] = n
+            spec["channel_def"] = {str(i): name for i, name in enumerate(names)}
+            if "channels" in meta.get("input_contract", {}):
+                meta["input_contract"]["channels"] = n
+    pred = fmt.get("outputs", {}).get("pred")
+    images = [next(iter(inputs.values()))] if inputs else []
+    if pred is not None and pred.get("format") in SEGMENTATION_FORMATS:
+        images.append(pred)  # a segmentation has its input's spatial shape
+    for spec in images:
+        shape = spec.get("spatial_shape")
+        if spatial_size is not None and shape is not None and len(spatial_size) == len(shape):
+            spec["spatial_shape"] = [int(s) for s in spatial_size]
+    if class_names and pred is not None and pred.get("format") in CLASSIFICATION_FORMATS:
+        if pred.get("spatial_shape") == [pred.get("num_channels")]:
+            pred["spatial_shape"] = [len(class_names)]
+        pred["num_channels"] = len(class_names)
+        pred["channel_def"] = {str(i): str(name) for i, name in enumerate(class_names)}
+    return meta
+
+
+def config_network_input(config_files: list[str], override: dict | None = None, net_id: str = "network_def") -> dict:
+    """``in_channels`` and ``spatial_size`` of a bundle configuration, after the command line's overrides.
+
+    ``in_channels`` is the network's (``<net_id>#in_channels``, or ResNet's ``<net_id>#n_input_channels``),
+    ``spatial_size`` the config's top-level value; either is ``None`` when the config has none.
+
+    Args:
+        config_files: the config files merged, in order.
+        override: ``{id: value}`` overrides (e.g. ``{"in_channels": 3}``).
+        net_id: id of the network definition.
+    """
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(config_files)
+    parser.update(dict(override or {}))
+    found: dict = {"in_channels": None, "spatial_size": None}
+    for ref in (f"{net_id}#in_channels", f"{net_id}#n_input_channels"):
+        if ref in parser:
+            found["in_channels"] = int(parser.get_parsed_content(ref))
+            break
+    if "spatial_size" in parser:
+        found["spatial_size"] = [int(s) for s in parser.get_parsed_content("spatial_size")]
+    return found
+
+
+def checkpoint_in_channels(ckpt_file: str | os.PathLike) -> int | None:
+    """Input channels of a network's state dict: dimension 1 of its first convolution weight (``None``: no such)."""
+    import torch
+
+    state = torch.load(ckpt_file, map_location="cpu", weights_only=True)
+    for value in state.values() if isinstance(state, dict) else ():
+        if isinstance(value, torch.Tensor) and value.ndim >= 3:
+            return int(value.shape[1])
+    return None

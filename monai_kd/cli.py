@@ -23,9 +23,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from typing import Any
 
-from monai_kd.bundle_utils import BundleError, bundle_file, check_overrides, input_shape, verify_metadata
+from monai_kd.bundle_utils import BundleError, bundle_file, check_overrides, verify_metadata
 from monai_kd.cli_datalist import datalist
 
 STAGES = {
@@ -160,30 +161,55 @@ def _export(
     int8: bool = False,
     overlay: str | None = None,
 ) -> list[str]:
-    """Write the exports and refresh the model card's checksums; the written paths."""
-    ckpt = ckpt_file or bundle_file(bundle, "models/model.pt")
+    """Write the exports and refresh the model card's checksums; the written paths.
+
+    The metadata embedded in ``model.ts`` and ``model.onnx`` (``metadata_props``) and the traced input shape follow
+    the configuration exported: a student trained with ``--in_channels 3`` is exported with ``--in_channels 3`` and
+    its metadata declares three channels (:func:`~monai_kd.bundle_utils.configured_metadata`).
+    """
+    root = str(override.get("bundle_root", bundle))
+    ckpt = ckpt_file or os.path.join(root, "models", "model.pt")
+    if not os.path.isfile(ckpt):
+        raise BundleError(f"no weights to export: '{ckpt}' does not exist (train first, or pass --ckpt_file).")
     overlays = [overlay] if overlay else []
     for path in overlays:
         if not os.path.isfile(path):
             raise BundleError(f"overlay config '{path}' does not exist.")
-    shape = input_shape(bundle)
+    configs = [bundle_file(bundle, "configs/inference.json"), *overlays]
+    from monai_kd.bundle_utils import checkpoint_in_channels, config_network_input, configured_metadata
+
+    configured = config_network_input(configs, {"bundle_root": bundle, **override})
+    trained = checkpoint_in_channels(ckpt)
+    if configured["in_channels"] is not None and trained is not None and trained != configured["in_channels"]:
+        raise BundleError(
+            f"'{ckpt}' was trained with {trained} input channel(s) but the config builds {configured['in_channels']}: "
+            f"export with the training's --in_channels {trained}."
+        )
+    with open(bundle_file(bundle, "configs/metadata.json")) as f:
+        meta = configured_metadata(json.load(f), configured["in_channels"], configured["spatial_size"])
+    spec = next(iter(meta["network_data_format"]["inputs"].values()))
+    shape = [1, int(spec["num_channels"]), *[int(s) for s in spec["spatial_shape"]]]
     from monai.bundle import ckpt_export, onnx_export
 
     from monai_kd.run_summary import quiet_third_party
 
     quiet_third_party(_VERBOSE)  # again after importing torch (it resets its loggers) and after any bundle run
 
+    out = output_dir or os.path.join(root, "models")
+    os.makedirs(out, exist_ok=True)
+    tmp = tempfile.TemporaryDirectory()
+    meta_file = os.path.join(tmp.name, "metadata.json")  # embedded in model.ts (ckpt_export) and model.onnx
+    with open(meta_file, "w") as f:
+        json.dump(meta, f, indent=4)
     common = {
         "net_id": "network_def",
         "ckpt_file": ckpt,
-        "meta_file": bundle_file(bundle, "configs/metadata.json"),
-        "config_file": [bundle_file(bundle, "configs/inference.json"), *overlays],
+        "meta_file": meta_file,
+        "config_file": configs,
         "input_shape": shape,
         "bundle_root": bundle,
         **override,
     }
-    out = output_dir or os.path.join(bundle, "models")
-    os.makedirs(out, exist_ok=True)
     written = [os.path.join(out, "model.ts")]
     ckpt_export(filepath=written[0], use_trace=True, **common)
     if onnx:
@@ -192,6 +218,8 @@ def _export(
         if not _VERBOSE:  # the exporter's step-by-step progress lines, shown with --verbose
             dynamic["verbose"] = False
         onnx_export(filepath=written[1], use_trace=True, converter_kwargs=dynamic, **common)
+        _embed_metadata(written[1], meta)
+    tmp.cleanup()
     if int8:
         if not onnx:
             raise BundleError("--int8 quantises the ONNX export: drop --onnx False.")
@@ -205,6 +233,19 @@ def _export(
 
         refresh_exports(os.path.dirname(os.path.normpath(out)) or ".")
     return written
+
+
+def _embed_metadata(onnx_file: str, meta: dict) -> None:
+    """Store the bundle metadata in the ONNX model's ``metadata_props`` (key ``metadata.json``), as ``model.ts``
+    holds it among its extra files."""
+    import onnx
+
+    model = onnx.load(onnx_file)
+    props = [p for p in model.metadata_props if p.key != "metadata.json"]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    model.metadata_props.add(key="metadata.json", value=json.dumps(meta))
+    onnx.save(model, onnx_file)
 
 
 def results(bundle: str, key: str = "model") -> None:
@@ -234,7 +275,8 @@ def pipeline(bundle: str, resume: bool = True, **override: Any) -> None:
     _train(bundle, "all", resume, override)
     _evaluate(bundle, override)
     root = override.get("bundle_root", bundle)
-    _export(bundle, True, os.path.join(root, "models", "model.pt"), os.path.join(root, "models"), {})
+    # the training's overrides (e.g. --in_channels 3) build the exported network and its metadata
+    _export(bundle, True, os.path.join(root, "models", "model.pt"), os.path.join(root, "models"), override)
     _summary(bundle, override, "run")
 
 

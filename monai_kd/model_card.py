@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from monai_kd.bundle_utils import CLASSIFICATION_FORMATS, configured_metadata
 from monai_kd.io.atomic import atomic_paths
 from monai_kd.metrics.uncertainty import bootstrap_ci, expected_calibration_error
 
@@ -304,6 +305,8 @@ def build_model_card(
     data_dir: str | os.PathLike | None = None,
     n_resamples: int = 1000,
     seed: int = 0,
+    in_channels: int | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The model card of a bundle's evaluated student, as a dictionary (see the module docstring).
 
@@ -326,6 +329,10 @@ def build_model_card(
         data_dir: the training data folder, whose ``SOURCE.txt`` states the data's licence.
         n_resamples: bootstrap resamples of each interval.
         seed: seed of the bootstrap.
+        in_channels: input channels the student was configured with (e.g. ``@in_channels``), when they may differ
+            from the metadata's (a colour model); ``None``: as the metadata declares.
+        class_names: names of the classes of the data actually used, in label order (e.g. ``@data.class_names``,
+            BreastMNIST's when the bundle ran on it); ``None``: as the metadata declares.
 
     Raises:
         FileNotFoundError: a needed evaluation or metadata file is missing.
@@ -337,7 +344,7 @@ def build_model_card(
         meta = dict(metadata)
     else:
         meta = _read_json(Path(meta_file) if meta_file is not None else root / "configs" / "metadata.json", "metadata")
-    meta = configuration_metadata(meta, configuration)
+    meta = configured_metadata(configuration_metadata(meta, configuration), in_channels, class_names=class_names)
     metrics = _read_json(out_dir / "metrics.json", "metrics file")
     predictions = _read_json(out_dir / "predictions.json", "predictions file")
     models: dict[str, Any] = {}
@@ -465,6 +472,14 @@ TABLE_METRICS = {
 }
 
 
+def _classes_line(card: Mapping[str, Any]) -> list[str]:
+    """``Classes: 0 = ..., 1 = ...`` of a classifier's card (the data's class names); nothing for a segmentation."""
+    pred = (card.get("outputs") or {}).get("pred", {})
+    if pred.get("format") not in CLASSIFICATION_FORMATS or not pred.get("channel_def"):
+        return []
+    return ["Classes: " + ", ".join(f"{k} = {v}" for k, v in pred["channel_def"].items()) + "."]
+
+
 def render_markdown(card: Mapping[str, Any]) -> str:
     """The card as Markdown."""
     licence = card.get("licence") or {}
@@ -513,6 +528,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         f"{first['resampled_by']}." + (f" Dice: {first['dice_reduction']}." if task == "segmentation" else "")
         + (f" **Warning**: {first['warning']}." if first.get("warning") else ""),
         f"Decision rule: {decision_text}.",
+        *_classes_line(card),
         "",
         "## Input contract",
         "",

@@ -83,8 +83,7 @@ from monai_kd.data.domain_datalist import domain_datalist
 from monai_kd.data.retinal import write_retinal_datalist
 from monai_kd.evidence import (SPECS, RecordStore, check_seeds, ci_note, evidence_parser, mean_std, paired,
                                protocol_text, run_bundle, run_stage, setup_logging)
-from monai_kd.evidence.evaluate import classification_scores, predict_logits
-from monai_kd.metrics.segmentation import evaluate_segmentation
+from monai_kd.evidence.evaluate import evaluate_bundle, predict_logits
 from monai_kd.networks import load_pretrained
 from monai_kd.reporting import changes_table, markers, write_section
 
@@ -94,6 +93,7 @@ CONFIGS = BUNDLE / "configs"
 META = str(CONFIGS / "metadata.json")
 DATA = REPO.parent / "shared" / "data"
 TEACHERS = ("teacher_a", "teacher_b")
+METRICS = {"test_acc": "accuracy", "test_auc": "auc", "test_nll": "nll"}  # evaluate_classification.json -> record
 BENCHMARKS: dict[str, dict[str, Any]] = {
     "brats": {"configs": ["train_classification.json"], "dataset_dir": DATA / "brats2015-sample"},
     "pneumonia": {
@@ -256,19 +256,22 @@ class Evidence:
     def logits(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         return predict_logits(net, x, 256)
 
-    @staticmethod
-    def scores(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        return classification_scores(logits, y)
-
     def evaluate(self, benchmark: str, seed: int, key: str, ckpt: Path) -> dict[str, Any]:
-        """Test metrics plus validation AUC/accuracy/NLL and parameter count of one checkpoint."""
-        net = self.network(benchmark, seed, key, ckpt)
+        """Test metrics plus validation AUC/accuracy/NLL and parameter count of one checkpoint.
+
+        Through the bundle's ``evaluate_classification.json`` (``run_checkpoint``: network ``key`` filled from
+        ``ckpt``), which writes ``eval/metrics.json`` and ``eval/val_metrics.json`` into the run folder of ``ckpt``.
+        """
+        spec = BENCHMARKS[benchmark]
+        configs = [CONFIGS / c for c in spec["configs"]] + [CONFIGS / "evaluate_classification.json"]
         out: dict[str, Any] = {}
         for split in ("test", "val"):
-            x, y = self.split(benchmark, seed, split)
-            s = self.scores(self.logits(net, x), y)
-            out.update(s if split == "test" else {f"val_{k}": v for k, v in s.items()})
-        out["parameters"] = sum(p.numel() for p in net.parameters())
+            prefix = "" if split == "test" else f"{split}_"
+            m = evaluate_bundle(configs, ckpt.parent.parent, f"{prefix}metrics.json", run_id="run_checkpoint",
+                                eval_checkpoint=str(ckpt), eval_network=f"@{key}", eval_split=split, meta_file=META,
+                                dataset_dir=str(spec["dataset_dir"]), seed=seed)[ckpt.stem]
+            out.update({prefix + name: m[metric] for metric, name in METRICS.items()})
+        out["parameters"] = m["parameters"]
         return out
 
     def weighting_module(
@@ -434,17 +437,22 @@ class RetinalEvidence(Evidence):
         return domain_datalist(parser.get_parsed_content("datalist"), split, channel=parser["channel"])
 
     def evaluate(self, benchmark: str, seed: int, key: str, ckpt: Path) -> dict[str, Any]:
-        """Test Dice / pixel AUC plus validation Dice / AUC and parameter count of one checkpoint."""
-        net = self.network(benchmark, seed, key, ckpt)
-        parser = self.parser(benchmark, seed)
-        preprocess, inferer = (parser.get_parsed_content(k) for k in ("inference_transforms", "sliding_window"))
+        """Test Dice / pixel AUC plus validation Dice / AUC and parameter count of one checkpoint.
+
+        Through the bundle's ``evaluate.json`` (``run_checkpoint``: network ``key`` filled from ``ckpt``, the
+        seed's target split, whole images at the masks' resolution), written into the run folder of ``ckpt``.
+        """
+        spec = BENCHMARKS[benchmark]
+        configs = [CONFIGS / c for c in spec["configs"]] + [CONFIGS / "evaluate.json"]
         out: dict[str, Any] = {}
         for split in ("test", "val"):
-            m = evaluate_segmentation(net, self.items(benchmark, seed, split), preprocess, inferer)
-            out.update(
-                {"dice": m["dice"], "auc": m["auc"]} if split == "test" else {"val_dice": m["dice"], "val_auc": m["auc"]}
-            )
-        out["parameters"] = sum(p.numel() for p in net.parameters())
+            prefix = "" if split == "test" else f"{split}_"
+            m = evaluate_bundle(configs, ckpt.parent.parent, f"{prefix}metrics.json", run_id="run_checkpoint",
+                                eval_checkpoint=str(ckpt), eval_network=f"@{key}", eval_split=split, meta_file=META,
+                                dataset_dir=str(spec["dataset_dir"]), seed=seed,
+                                split_seed=self._split_seed(seed))[ckpt.stem]
+            out.update({f"{prefix}dice": m["dice"], f"{prefix}auc": m["auc"]})
+        out["parameters"] = m["parameters"]
         return out
 
     @torch.no_grad()

@@ -37,11 +37,14 @@ from pathlib import Path
 
 from monai_kd.evidence import (SPECS, RecordStore, check_seeds, ci_note, evidence_parser, mean_std, paired,
                                protocol_text, run_bundle, run_stage, setup_logging)
+from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.reporting import changes_table, markers, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "kd"
 CONFIG = str(BUNDLE / "configs" / "train.json")
+EVALUATE = str(BUNDLE / "configs" / "evaluate.json")
+METRICS = {"test_acc": "accuracy", "test_auc": "auc", "test_nll": "nll", "test_ece": "ece"}  # evaluate.json -> record
 META = str(BUNDLE / "configs" / "metadata.json")
 DATA = REPO.parent / "shared" / "data"
 GRID = [(4.0, 0.9), (4.0, 0.5), (2.0, 0.5)]  # (temperature, kd_weight); Hinton's default first
@@ -58,33 +61,22 @@ def _train(stage: str, root: Path, dataset: str, seed: int, ckpt: Path, **overri
               done=ckpt, name=f"{dataset} {stage} seed {seed}")
 
 
-def _network(key: str):
-    from monai.bundle import ConfigParser
+def _evaluate(root: Path, dataset: str, seed: int, splits: tuple[str, ...] = ("test", "val"), **ckpts: str) -> dict:
+    """Every model's scores through the bundle's ``evaluate.json`` (as ``monai-kd evaluate`` runs it) into ``root``.
 
-    parser = ConfigParser()
-    parser.read_config(CONFIG)
-    return parser.get_parsed_content(key)
-
-
-def _metrics(net, dataset: str, split: str) -> dict[str, float]:
-    import numpy as np
-    import torch
-
-    from monai_kd.data import medmnist_datalist
-    from monai_kd.evidence.evaluate import classification_scores, predict_logits
-
-    items = medmnist_datalist(DATA / dataset, split)
-    x = torch.as_tensor(np.stack([i["image"] for i in items]))
-    y = torch.as_tensor(np.array([i["label"] for i in items]))
-    return classification_scores(predict_logits(net, x, 512), y, ece=True)
-
-
-def _evaluate(key: str, ckpt: Path, dataset: str) -> dict[str, float]:
-    from monai_kd.networks import load_pretrained
-
-    net = load_pretrained(_network(key), ckpt)
-    val = {f"val_{k}": v for k, v in _metrics(net, dataset, "val").items()}
-    return {**_metrics(net, dataset, "test"), **val, "parameters": sum(p.numel() for p in net.parameters())}
+    Returns ``{model: {accuracy, auc, nll, ece, val_accuracy, val_auc, val_nll, val_ece, parameters}}`` (the keys of
+    the splits evaluated); ``ckpts`` are the checkpoints (``teacher_ckpt``, ``student_alone_ckpt``, ``student_ckpt``).
+    """
+    common = {"meta_file": META, "dataset_dir": str(DATA / dataset), "seed": seed, **DATASET_OVERRIDES[dataset], **ckpts}
+    found: dict[str, dict] = {}
+    for split in splits:
+        prefix = "" if split == "test" else f"{split}_"
+        metrics = evaluate_bundle([CONFIG, EVALUATE], root, f"{prefix}metrics.json", eval_split=split, **common)
+        for model, m in metrics.items():
+            found.setdefault(model, {}).update({prefix + name: m[key] for key, name in METRICS.items()})
+    for model, m in metrics.items():
+        found[model]["parameters"] = m["parameters"]
+    return found
 
 
 def _key(record: dict) -> tuple:
@@ -110,7 +102,9 @@ def run_dataset(dataset: str, seeds: list[int], work: Path, grid: list[tuple[flo
                 sub = root / f"kd_tau{tau:g}_w{alpha:g}"
                 _train("run_student", sub, dataset, seed, sub / "models" / "model.pt",
                        temperature=tau, kd_weight=alpha, teacher_ckpt=str(teacher_ckpt))
-                val_nll = _evaluate("network_def", sub / "models" / "model.pt", dataset)["val_nll"]
+                val_nll = _evaluate(sub, dataset, seed, ("val",), teacher_ckpt=str(teacher_ckpt),
+                                    student_alone_ckpt=str(ckpts / "student_alone.pt"),
+                                    student_ckpt=str(sub / "models" / "model.pt"))["student_kd"]["val_nll"]
                 selection["grid"].append({"temperature": tau, "kd_weight": alpha, "val_nll": val_nll})
             best = min(selection["grid"], key=lambda g: g["val_nll"])
             selection["chosen"] = {"temperature": best["temperature"], "kd_weight": best["kd_weight"]}
@@ -119,15 +113,15 @@ def run_dataset(dataset: str, seeds: list[int], work: Path, grid: list[tuple[flo
         kd_root = root / f"kd_tau{tau:g}_w{alpha:g}"
         _train("run_student", kd_root, dataset, seed, kd_root / "models" / "model.pt",
                temperature=tau, kd_weight=alpha, teacher_ckpt=str(teacher_ckpt))
-        for model, key, ckpt in (
-            ("teacher", "teacher_def", teacher_ckpt),
-            ("student_alone", "network_def", ckpts / "student_alone.pt"),
-            ("student_kd", "network_def", kd_root / "models" / "model.pt"),
-        ):
+        scores = None
+        for model in ("teacher", "student_alone", "student_kd"):
             base = {"dataset": dataset, "model": model, "seed": seed}
             if store.recorded(base):
                 continue
-            rec = {**base, **_evaluate(key, ckpt, dataset)}
+            scores = scores or _evaluate(kd_root, dataset, seed, teacher_ckpt=str(teacher_ckpt),
+                                         student_alone_ckpt=str(ckpts / "student_alone.pt"),
+                                         student_ckpt=str(kd_root / "models" / "model.pt"))
+            rec = {**base, **scores[model]}
             if model == "student_kd":
                 rec.update(temperature=tau, kd_weight=alpha)
             store.record(rec)

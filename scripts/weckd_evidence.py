@@ -44,20 +44,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
-from monai.bundle import ConfigParser
-from monai.data import DataLoader, Dataset
-
-from monai_kd.data import medmnist_datalist
 from monai_kd.evidence import (RecordStore, check_seeds, ci, evidence_parser, mean_std, protocol_text, run_bundle,
                                run_stage, setup_logging, signed_mean_std, t_interval)
-from monai_kd.evidence.evaluate import classification_scores
-from monai_kd.networks import load_pretrained
+from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.reporting import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "weckd"
 CONFIG = str(BUNDLE / "configs" / "train.json")
+EVALUATE = str(BUNDLE / "configs" / "evaluate.json")
+METRICS = {"test_acc": "accuracy", "test_auc": "auc", "test_nll": "nll", "test_ece": "ece"}  # evaluate.json -> record
 META = str(BUNDLE / "configs" / "metadata.json")
 DATA = REPO.parent / "shared" / "data"
 FRACTIONS = [0.05, 0.10, 0.25]
@@ -88,15 +84,6 @@ def _key(record: dict) -> tuple:
 logger = logging.getLogger("weckd_evidence")
 
 
-@torch.no_grad()
-def metrics(net: torch.nn.Module, items: list[dict]) -> dict[str, float]:
-    """Accuracy, ROC AUC, NLL and expected calibration error of ``net`` on ``items`` (no augmentation)."""
-    net.eval()
-    loader = DataLoader(Dataset(items), batch_size=512, shuffle=False)
-    batches = [(net(torch.as_tensor(b["image"])), torch.as_tensor(b["label"])) for b in loader]
-    return classification_scores(torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches]), ece=True)
-
-
 class Evidence:
     """Runs, resumable bookkeeping and the results file.
 
@@ -115,8 +102,6 @@ class Evidence:
         self.store = RecordStore(output, _key, defaults={"protocol": protocol_text(__doc__), "selection": {}})
         self.results = self.store.results
         self._prune()
-        self._network = None
-        self._splits: dict[tuple[str, str], list[dict]] = {}
 
     def _prune(self) -> None:
         selection = self.results["selection"]
@@ -131,20 +116,22 @@ class Evidence:
     def recorded(self, dataset: str, fraction: float, method: str, seed: int, link: int) -> bool:
         return (dataset, fraction, method, seed, link) in self.store.done
 
-    def _split(self, dataset: str, split: str) -> list[dict]:
-        if (dataset, split) not in self._splits:
-            self._splits[(dataset, split)] = medmnist_datalist(DATA / dataset, split)
-        return self._splits[(dataset, split)]
-
     def evaluate(self, dataset: str, ckpt: Path) -> dict[str, float]:
-        """Test metrics and ``val_*`` metrics of one checkpoint."""
-        if self._network is None:
-            parser = ConfigParser()
-            parser.read_config(CONFIG)
-            self._network = parser.get_parsed_content("network_def")
-        net = load_pretrained(self._network, ckpt)
-        val = {f"val_{k}": v for k, v in metrics(net, self._split(dataset, "val")).items()}
-        return {**metrics(net, self._split(dataset, "test")), **val}
+        """Test metrics and ``val_*`` metrics of one checkpoint, through the bundle's ``evaluate.json``.
+
+        Its ``run_checkpoint`` evaluates the file ``ckpt`` (a chain link or a baseline) into the run folder holding it
+        (``<run>/eval/metrics.json`` and ``val_metrics.json``, entry ``ckpt``'s stem): accuracy, ROC AUC, NLL and
+        the expected calibration error.
+        """
+        root = ckpt.parent.parent
+        scores: dict[str, float] = {}
+        for split in ("test", "val"):
+            prefix = "" if split == "test" else f"{split}_"
+            metrics = evaluate_bundle([CONFIG, EVALUATE], root, f"{prefix}metrics.json", run_id="run_checkpoint",
+                                      eval_checkpoint=str(ckpt), eval_split=split, meta_file=META,
+                                      **DATASETS[dataset])[ckpt.stem]
+            scores.update({prefix + name: metrics[key] for key, name in METRICS.items()})
+        return scores
 
     def train(self, stage: str, root: Path, dataset: str, fraction: float, seed: int, **override: Any) -> None:
         """One bundle stage, skipped once its run folder holds ``done.json``; a folder without it is resumed, not

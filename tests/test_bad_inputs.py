@@ -225,7 +225,8 @@ def _(tmp):
     (tmp / "bad").mkdir()
     (tmp / "bad" / "breastmnist.npz").write_text("these are not the images you are looking for\n")
     return Expect([*TRAIN, "--bundle_root", str(tmp / "root"), "--dataset_dir", str(tmp / "bad")],
-                  [str(tmp / "bad" / "breastmnist.npz")], inputs=[tmp / "bad"], outputs=[tmp / "root"])
+                  [str(tmp / "bad" / "breastmnist.npz"), "is not a .npz archive"], inputs=[tmp / "bad"],
+                  outputs=[tmp / "root"])
 
 
 @case("bundle data", "truncated `.npz`", "the `.npz` file")

@@ -162,3 +162,15 @@ def test_card_for_model_checks_the_card_beside_the_model(evaluated):
     model.write_bytes(b"tampered")
     with pytest.raises(ValueError, match="does not match its model card"):
         card_for_model(model)
+
+
+def test_card_names_the_classes_and_channels_of_the_run(evaluated):
+    """A run on other data (BreastMNIST) or with colour input gets a card that says so, not the bundle's defaults."""
+    default = write_model_card(evaluated, "student_kd")
+    assert default["outputs"]["pred"]["channel_def"] == {"0": "normal", "1": "pneumonia"}
+    assert "'pneumonia'" in default["decision_rule"]["text"]
+    card = write_model_card(evaluated, "student_kd", in_channels=3, class_names=["malignant", "normal, benign"])
+    assert card["outputs"]["pred"]["channel_def"] == {"0": "malignant", "1": "normal, benign"}
+    assert "predict 'normal, benign' when" in card["decision_rule"]["text"]
+    assert card["input_contract"]["channels"] == 3 and card["input_contract"]["network_input"]["image"]["num_channels"] == 3
+    assert "Classes: 0 = malignant, 1 = normal, benign." in (evaluated / "eval" / "model_card.md").read_text()

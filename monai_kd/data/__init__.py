@@ -22,7 +22,7 @@ from .brats_slices import BRATS_CONTRASTS, brats_slice_datalist, brats_volume_da
 from .datalist import datalist_split
 from .domain_shift import DOMAINS, AcquisitionShift, domain_partition, shifted_medmnist_datalist
 from .images import image_datalist
-from .medmnist import medmnist_datalist
+from .medmnist import MEDMNIST_CLASSES, medmnist_class_names, medmnist_datalist
 from .provider import (
     BratsSliceBenchmark,
     BratsVolumeBenchmark,
@@ -51,6 +51,8 @@ __all__ = [
     "domain_partition",
     "held_out_role",
     "image_datalist",
+    "MEDMNIST_CLASSES",
+    "medmnist_class_names",
     "medmnist_datalist",
     "shifted_medmnist_datalist",
     "volume_slices",

@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["medmnist_datalist"]
+__all__ = ["MEDMNIST_CLASSES", "medmnist_class_names", "medmnist_datalist"]
+
+#: class names in label order of the MedMNIST archives this project uses (MedMNIST v2 ``INFO[flag]["label"]``)
+MEDMNIST_CLASSES: dict[str, tuple[str, ...]] = {
+    "pneumoniamnist": ("normal", "pneumonia"),
+    "breastmnist": ("malignant", "normal, benign"),
+    "adrenalmnist3d": ("normal", "hyperplasia"),
+}
 
 _SPLIT_ALIASES: dict[str, str] = {"train": "train", "val": "val", "validation": "val", "test": "test"}
 _CHANNEL_LAST_SIZES = (1, 3)
@@ -111,6 +119,19 @@ def _resolve_npz(dataset_dir: str | os.PathLike, filename: str | None) -> Path:
     return path / available[0]
 
 
+def medmnist_class_names(dataset_dir: str | os.PathLike, filename: str | None = None) -> tuple[str, ...] | None:
+    """Class names of the MedMNIST archive that ``dataset_dir`` / ``filename`` designate (``None``: not known).
+
+    The archive is recognised by its MedMNIST name (``breastmnist.npz``, ``pneumoniamnist_64.npz``, ...).
+
+    Args:
+        dataset_dir: folder holding the archive, or the archive itself.
+        filename: name of the archive inside ``dataset_dir``.
+    """
+    stem = re.sub(r"_\d+$", "", _resolve_npz(dataset_dir, filename).stem.lower())
+    return MEDMNIST_CLASSES.get(stem)
+
+
 @functools.lru_cache(maxsize=8)
 def _load_split(path: str, mtime_ns: int, size: int, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Read (and cache) the images and labels of one split of a MedMNIST archive.
@@ -132,6 +153,11 @@ def _load_split(path: str, mtime_ns: int, size: int, split: str) -> tuple[np.nda
             the labels are not one scalar per sample, or the image and label counts differ.
     """
     image_key, label_key = f"{split}_images", f"{split}_labels"
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if not head.startswith((b"PK", b"\x93NUMPY")):  # neither a zip (.npz) nor a .npy: NumPy would call it pickled
+        shown = "is empty" if not head else f"starts with {head!r}"
+        raise ValueError(f"MedMNIST file {path} is not a .npz archive (a .npz is a zip file; this file {shown}).")
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:

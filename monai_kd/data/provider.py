@@ -45,7 +45,7 @@ from .brats_slices import brats_slice_datalist, brats_volume_datalist
 from .datalist import datalist_split
 from .domain_datalist import UNLABELLED, _labelled_items, domain_datalist
 from .domain_shift import shifted_medmnist_datalist
-from .medmnist import medmnist_datalist
+from .medmnist import medmnist_class_names, medmnist_datalist
 from .readers import load_items
 
 __all__ = [
@@ -140,6 +140,25 @@ class DatalistProvider:
         return self._checked(load_items(items, self.spatial_size, self.channels, self.scale, self.channel,
                                         self.intensity, self.reverse_indexing))
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """Names of the classes of the data used, in label order (``None``: not known).
+
+        From the datalist's ``classes`` list (as ``monai-kd datalist --labels folder`` writes it) or Decathlon
+        ``labels`` mapping (``{"0": "benign", ...}``); without a datalist, from the benchmark's ``class_names``.
+        """
+        if self.datalist is None:
+            names = getattr(self.benchmark, "class_names", None)
+            return None if names is None else list(names)
+        with open(self.datalist, encoding="utf-8") as f:
+            content = json.load(f)
+        if isinstance(content.get("classes"), list):
+            return [str(name) for name in content["classes"]]
+        labels = content.get("labels")
+        if isinstance(labels, dict) and all(str(k).isdigit() for k in labels):
+            return [str(labels[k]) for k in sorted(labels, key=int)]
+        return None
+
     def _items(self, role: str, keys: set[str]) -> list[dict]:
         """The (not yet loaded) items of ``role`` in a Decathlon-style datalist."""
         path = self.datalist
@@ -183,6 +202,11 @@ class MedMNISTBenchmark:
 
     def __call__(self, role: str) -> list[dict]:
         return medmnist_datalist(self.dataset_dir, role, self.dataset_file, num_classes=self.num_classes)
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The archive's class names (:func:`monai_kd.data.medmnist_class_names`; ``None``: not known)."""
+        return medmnist_class_names(self.dataset_dir, self.dataset_file)
 
 
 class BratsSliceBenchmark:
@@ -270,3 +294,8 @@ class ShiftedMedMNISTBenchmark:
             return shifted_medmnist_datalist(d, "train", self.target_domain, seed=seed,
                                              labelled_fraction=self.labelled_fraction, filename=file, **kw)
         return shifted_medmnist_datalist(d, "train", role, seed=seed, filename=file)
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The archive's class names (:func:`monai_kd.data.medmnist_class_names`; ``None``: not known)."""
+        return medmnist_class_names(self.dataset_dir, self.dataset_file)

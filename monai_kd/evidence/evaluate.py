@@ -3,9 +3,11 @@
 """Evaluating the models of an evidence run: through the bundle's own ``evaluate.json``, or in-process scores.
 
 :func:`evaluate_bundle` runs ``[train.json, evaluate.json]`` of a bundle into a run folder, exactly as
-``monai-kd evaluate`` does, and returns the metrics file it wrote. :func:`classification_scores` gives the
-test/validation scores the classification protocols record (accuracy, ROC AUC, NLL and, optionally, ECE) from
-logits, for metrics a bundle's ``evaluate.json`` does not write (validation NLL for model selection).
+``monai-kd evaluate`` does (or another run id of it, e.g. ``run_checkpoint`` for one checkpoint file), and returns the
+metrics file it wrote; the kd, kdml, weckd and emtkd evidence score their models this way (accuracy, ROC AUC,
+validation NLL, ECE, Dice from the bundles' own metrics). :func:`classification_scores` gives the same
+classification scores from logits in-process, for a protocol whose bundle does not report them yet (mmkd) and for
+tests that check the bundles' numbers against it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def evaluate_bundle(
     config_file: list[str | os.PathLike],
     bundle_root: str | os.PathLike,
     metrics_file: str = "metrics.json",
+    run_id: str = "run",
     **override: Any,
 ) -> dict[str, Any]:
     """Run the bundle's evaluation (``run`` of ``[train.json, evaluate.json]``) and return its metrics JSON.
@@ -33,12 +36,13 @@ def evaluate_bundle(
         bundle_root: the run folder holding ``models/``; the evaluation writes ``eval/`` there.
         metrics_file: the file under ``bundle_root/eval`` the evaluation writes (e.g. ``val_metrics.json`` for
             ``eval_split=val``).
+        run_id: the evaluation's run id (e.g. weckd's ``run_checkpoint``, one checkpoint file).
         override: config overrides and ``monai.bundle.run`` arguments (``meta_file``, ``eval_split``, ...).
 
     Raises:
         FileNotFoundError: the evaluation did not write ``metrics_file``, named with its path.
     """
-    run_bundle("run", list(config_file), bundle_root, **override)
+    run_bundle(run_id, list(config_file), bundle_root, **override)
     path = Path(bundle_root) / "eval" / metrics_file
     if not path.is_file():
         raise FileNotFoundError(f"the bundle's evaluation wrote no {path}.")

@@ -443,3 +443,40 @@ def test_evidence_processes_sharing_one_results_file_keep_each_others_records(tm
     assert not list(tmp_path.glob(".tmp-*"))  # written atomically, no temporary file left
     resumed = ev.Evidence(tmp_path / "work", output, {})
     assert ("pneumonia", "student_alone", 0, None, None) in resumed.done
+
+
+def test_validation_items_keep_their_subject():
+    """The classification form's validation transforms keep ``subject`` (subject-level intervals and cards need it)."""
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    val_transforms = parser.get_parsed_content("val_transforms")
+    image = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    out = val_transforms({"image": image, "label": 1, "subject": "Brats_p1", "slice": 70})
+    assert set(out) == {"image", "label", "subject"} and out["subject"] == "Brats_p1"
+    assert set(val_transforms({"image": image, "label": 0})) == {"image", "label"}  # no subject: nothing to keep
+
+
+@pytest.mark.parametrize("key", ["teacher_a#network_def", "network_def"])
+def test_evidence_scores_through_evaluate_json_as_in_process(trained, tmp_path, key):
+    """``scripts/emtkd_evidence.py`` scores a checkpoint with ``evaluate_classification.json`` (``run_checkpoint``):
+    the record fields it always had, equal to the scores of the network run in-process on the same split."""
+    import shutil
+
+    from monai_kd.evidence.evaluate import classification_scores
+
+    ev = load_script("emtkd_evidence")
+    name = "teacher_a.pt" if key.startswith("teacher") else "model.pt"
+    ckpt = tmp_path / "run" / "models" / name
+    ckpt.parent.mkdir(parents=True)
+    shutil.copy(trained / "models" / name, ckpt)
+    evidence = ev.Evidence(tmp_path / "work", tmp_path / "results.json", {})
+    got = evidence.evaluate("brats", 0, key, ckpt)
+    assert list(got) == ["accuracy", "auc", "nll", "val_accuracy", "val_auc", "val_nll", "parameters"]
+    net = evidence.network("brats", 0, key, ckpt)
+    for split, prefix in (("test", ""), ("val", "val_")):
+        x, y = evidence.split("brats", 0, split)
+        expected = classification_scores(evidence.logits(net, x), y)
+        for metric in ("accuracy", "auc", "nll"):
+            assert got[prefix + metric] == pytest.approx(expected[metric], abs=1e-5), (split, metric)
+    assert got["parameters"] == sum(p.numel() for p in net.parameters())
+    assert set(json.loads((tmp_path / "run" / "eval" / "val_metrics.json").read_text())) == {ckpt.stem}

@@ -97,6 +97,22 @@ def test_bundle_trains_evaluates_and_infers_on_real_retinal_images(tmp_path, ret
     mask = Image.open(tmp_path / "eval" / "wide_image_02_vessels.png")
     assert mask.size == Image.open(source).size and set(np.unique(np.asarray(mask))) <= {0, 255}
 
+    # scripts/emtkd_evidence.py scores one checkpoint through evaluate.json (run_checkpoint): the bundle's numbers
+    import shutil
+
+    from conftest import load_script
+
+    ckpt = tmp_path / "evidence" / "models" / "teacher_a.pt"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copy(tmp_path / "models" / "teacher_a.pt", ckpt)
+    ev = load_script("emtkd_evidence")
+    got = ev.RetinalEvidence(tmp_path / "work", tmp_path / "results.json", {}).evaluate(
+        "retinal", 0, "teacher_a#network_def", ckpt)
+    assert list(got) == ["dice", "auc", "val_dice", "val_auc", "parameters"]
+    assert got["dice"] == pytest.approx(metrics["teacher_a"]["dice"], abs=1e-6)
+    assert got["auc"] == pytest.approx(metrics["teacher_a"]["auc"], abs=1e-6)
+    assert got["parameters"] == metrics["teacher_a"]["parameters"] and 0 <= got["val_dice"] <= 1
+
 
 def test_inference_mask_is_the_networks_prediction(tmp_path, retinal_dir):
     """The written mask equals argmax of the network on the zoomed, normalised green channel, brought back."""

@@ -60,6 +60,35 @@ def test_evaluate_reports_all_models_on_test_split(trained, data_dir):
     assert "CC BY 4.0" in card["licence"]["training_data"] and "breastmnist" in card["training_data"]["folder"]
     assert card["decision_rule"]["threshold"] == 0.5 and card["card_version"].startswith("0.1.0+card.")
     assert "student_kd" in (trained / "eval" / "model_card.md").read_text()
+    # run on BreastMNIST by --dataset_dir: the card names BreastMNIST's classes, not the bundle's PneumoniaMNIST ones
+    assert card["outputs"]["pred"]["channel_def"] == {"0": "malignant", "1": "normal, benign"}
+
+
+def test_evaluate_reports_nll_and_ece_as_the_in_process_scores(trained, data_dir):
+    """``evaluate.json`` on the validation split (what the evidence script selects by) gives the in-process scores."""
+    import numpy as np
+    from monai.bundle import ConfigParser
+
+    from monai_kd.data import medmnist_datalist
+    from monai_kd.evidence.evaluate import classification_scores, predict_logits
+    from monai_kd.networks import load_pretrained
+
+    configs = [CONFIG, str(BUNDLE / "configs" / "evaluate.json")]
+    _run("run", trained, data_dir / "breastmnist", config=configs, eval_split="val")
+    metrics = json.loads((trained / "eval" / "val_metrics.json").read_text())
+    assert set(metrics) == {"teacher", "student_alone", "student_kd"}
+    parser = ConfigParser()
+    parser.read_config(CONFIG)
+    net = load_pretrained(parser.get_parsed_content("network_def"), trained / "models" / "model.pt")
+    items = medmnist_datalist(data_dir / "breastmnist", "val")
+    x = torch.as_tensor(np.stack([i["image"] for i in items]))
+    expected = classification_scores(predict_logits(net, x), np.array([i["label"] for i in items]), ece=True)
+    got = metrics["student_kd"]
+    assert got["test_acc"] == pytest.approx(expected["accuracy"], abs=1e-6)
+    assert got["test_auc"] == pytest.approx(expected["auc"], abs=1e-6)
+    assert got["test_nll"] == pytest.approx(expected["nll"], abs=1e-5)
+    assert got["test_ece"] == pytest.approx(expected["ece"], abs=1e-5)
+    assert len(json.loads((trained / "eval" / "val_predictions.json").read_text())["student_kd"]["labels"]) == 78
 
 
 def test_inference_on_png_files(trained, pneumonia_pngs):
@@ -107,3 +136,22 @@ def _chain(error: BaseException) -> str:
         text.append(str(error))
         error = error.__cause__ or error.__context__
     return " | ".join(text)
+
+
+def test_evidence_script_records_come_from_evaluate_json(trained, data_dir):
+    """``scripts/kd_evidence.py`` scores through ``evaluate.json``: the record keys of ``docs/results.json``."""
+    from conftest import load_script
+
+    ev = load_script("kd_evidence")
+    ckpts = {k: str(trained / "models" / f) for k, f in (("teacher_ckpt", "teacher.pt"),
+                                                          ("student_alone_ckpt", "student_alone.pt"),
+                                                          ("student_ckpt", "model.pt"))}
+    scores = ev._evaluate(trained, "breastmnist", 0, **ckpts)
+    recorded = json.loads((BUNDLE / "docs" / "results.json").read_text())["runs"][0]
+    keys = [k for k in recorded if k not in ("dataset", "model", "seed")]
+    assert set(scores) == {"teacher", "student_alone", "student_kd"}
+    assert all(list(s) == keys for s in scores.values())  # same fields, same order as the records on file
+    test = json.loads((trained / "eval" / "metrics.json").read_text())["student_kd"]
+    val = json.loads((trained / "eval" / "val_metrics.json").read_text())["student_kd"]
+    assert scores["student_kd"]["nll"] == test["test_nll"] and scores["student_kd"]["val_nll"] == val["test_nll"]
+    assert scores["student_kd"]["val_auc"] == val["test_auc"] and 0.0 < scores["student_kd"]["val_ece"] < 1.0

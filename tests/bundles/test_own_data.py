@@ -91,6 +91,40 @@ def test_colour_segmentation_trains_and_infers_with_documented_commands(fundus_j
         seg = Image.open(root / "eval" / f"{image.stem}_seg.png")
         assert seg.size == Image.open(image).size  # back at the photograph's own size
         assert set(np.unique(np.asarray(seg)).tolist()) <= {0, 255}
+    _colour_exports_run_on_a_photograph(root, fundus_jpegs)
+
+
+def _colour_exports_run_on_a_photograph(root: Path, fundus_jpegs: Path) -> None:
+    """The 3-channel student exports (same override as training) and its exports segment a colour photograph."""
+    import torch
+    from PIL import Image
+
+    written = ok(monai_kd("export", "bundles/kdml_seg", "--bundle_root", str(root), "--in_channels", "3")).splitlines()[-2:]
+    assert written == [str(root / "models" / "model.ts"), str(root / "models" / "model.onnx")]
+    import onnxruntime
+
+    extra = {"metadata.json": ""}
+    scripted = torch.jit.load(written[0], map_location="cpu", _extra_files=extra)
+    session = onnxruntime.InferenceSession(written[1], providers=["CPUExecutionProvider"])
+    onnx_meta = session.get_modelmeta().custom_metadata_map["metadata.json"]
+    for meta in (json.loads(extra["metadata.json"]), json.loads(onnx_meta)):
+        image = meta["network_data_format"]["inputs"]["image"]
+        assert image["num_channels"] == 3 and image["channel_def"] == {"0": "red", "1": "green", "2": "blue"}
+        assert meta["input_contract"]["channels"] == 3
+    photo = sorted((fundus_jpegs / "images").glob("*.jpg"))[0]
+    rgb = np.asarray(Image.open(photo).convert("RGB").resize((64, 64)), np.float32).transpose(2, 0, 1)
+    x = torch.from_numpy((rgb - rgb.mean()) / rgb.std())[None]  # (1, 3, 64, 64): z-scored as the bundle reads it
+    with torch.no_grad():
+        expected = scripted(x).numpy()
+    assert expected.shape == (1, 2, 64, 64)
+    (onnx_out,) = session.run(None, {"image": x.numpy()})
+    np.testing.assert_allclose(onnx_out, expected, atol=1e-4)
+    with pytest.raises(Exception, match="Expected: 3"):  # a grey image is not what it was trained on
+        session.run(None, {"image": x.numpy()[:, :1]})
+    proc = monai_kd("export", "bundles/kdml_seg", "--bundle_root", str(root), "--output_dir", str(root / "grey"))
+    assert proc.returncode != 0
+    assert "trained with 3 input channel(s) but the config builds 1: export with the training's --in_channels 3" in \
+        proc.stderr
 
 
 def test_grey_classification_trains_and_infers_with_documented_commands(breast_pngs, tmp_path):

@@ -140,3 +140,23 @@ def test_exporter_logs_are_quiet_unless_verbose(trained, tmp_path):
     assert "[torch.onnx]" not in quiet and "torch/onnx" not in quiet
     assert "[torch.onnx]" in verbose
     assert quiet.rstrip().endswith(str(tmp_path / "out0" / "model.onnx"))
+
+
+def test_evidence_scores_a_checkpoint_through_evaluate_json(trained, tmp_path):
+    """``scripts/weckd_evidence.py`` scores each checkpoint with ``evaluate.json`` (``run_checkpoint``): the record
+    fields of ``docs/results.json``, and the test numbers the bundle's own evaluation gave that link."""
+    import shutil
+
+    evidence = load_script("weckd_evidence")
+    ckpt = tmp_path / "run" / "models" / "link_3.pt"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copy(trained / "models" / "link_3.pt", ckpt)
+    scores = evidence.Evidence(tmp_path / "results.json", tmp_path, datasets=["breastmnist"]).evaluate("breastmnist", ckpt)
+    recorded = json.loads((BUNDLE / "docs" / "results.json").read_text())["runs"][0]
+    assert list(scores) == [k for k in recorded if k in scores]  # the recorded metric fields, in their order
+    assert list(scores) == ["accuracy", "auc", "nll", "ece", "val_accuracy", "val_auc", "val_nll", "val_ece"]
+    bundle = json.loads((trained / "eval" / "metrics.json").read_text())["link_3"]
+    assert scores["auc"] == pytest.approx(bundle["test_auc"], abs=1e-6) and scores["accuracy"] == bundle["test_acc"]
+    assert scores["nll"] == pytest.approx(bundle["test_nll"], abs=1e-6) and scores["val_nll"] > 0.0
+    val = json.loads((tmp_path / "run" / "eval" / "val_metrics.json").read_text())
+    assert set(val) == {"link_3"} and val["link_3"]["test_ece"] == scores["val_ece"]

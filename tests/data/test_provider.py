@@ -170,3 +170,22 @@ def test_partition_by_subject_loses_nobody_to_rounding(tmp_path, breast):
     assert sorted({i["subject"] for i in train}) == ["p0", "p1", "p2", "p3"] and len(train) == 8
     with pytest.raises(ValueError, match="Split 'val' .* is empty"):
         datalist_split(tmp_path / "d.json", "val")
+
+
+def test_class_names_of_the_data_used(tmp_path, data_dir):
+    """Class names for the model card: the datalist's ``classes`` or ``labels``, else the MedMNIST archive's."""
+    from monai_kd.data import medmnist_class_names
+
+    assert DatalistProvider(None, MedMNISTBenchmark(data_dir / "breastmnist")).class_names == ["malignant", "normal, benign"]
+    assert medmnist_class_names(data_dir / "pneumoniamnist") == ("normal", "pneumonia")
+    assert medmnist_class_names(data_dir / "adrenalmnist3d", "adrenalmnist3d_64") == ("normal", "hyperplasia")
+    (tmp_path / "organmnist.npz").write_bytes(b"")
+    assert medmnist_class_names(tmp_path) is None  # an archive this project does not know: the metadata's names
+    listed = tmp_path / "listed.json"
+    listed.write_text(json.dumps({"training": [], "classes": ["benign", "malignant"]}))
+    assert DatalistProvider(listed).class_names == ["benign", "malignant"]
+    decathlon = tmp_path / "decathlon.json"
+    decathlon.write_text(json.dumps({"training": [], "labels": {"1": "tumour", "0": "background"}}))
+    assert DatalistProvider(decathlon).class_names == ["background", "tumour"]
+    decathlon.write_text(json.dumps({"training": []}))
+    assert DatalistProvider(decathlon).class_names is None

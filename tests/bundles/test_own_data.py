@@ -136,8 +136,15 @@ def _colour_dicom_gets_a_seg_through_infer_dicom(root: Path, retinal_dir: Path, 
     expected = np.asarray(Image.open(work / "png_out" / "fundus_seg.png")) > 0
     assert 0.001 < expected.mean() < 0.999  # a non-trivial mask, so the comparison can fail
     np.testing.assert_array_equal(mask, expected)
-    # without --in_channels the weights say 3 channels; a wrong --in_channels is one line
+    # without --in_channels the weights say 3 channels: the state dict's first convolution, the ONNX export's input
     assert ok(monai_kd(*command[:-2], "--output", str(work / "out2"))).split()[0].endswith(".seg.dcm")
+    (onnx_seg,) = ok(monai_kd("infer-dicom", "--bundle", "bundles/kdml_seg", "--input", str(work / "in"),
+                              "--output", str(work / "out_onnx"), "--ckpt_file", str(root / "models" / "model.onnx"),
+                              "--overlay", "bundles/kdml_seg/configs/inference_2d.json")).split()
+    assert dciodvfy_errors(onnx_seg) == []
+    onnx_mask = pydicom.dcmread(onnx_seg).pixel_array.reshape(rgb.shape[:2]) > 0
+    assert (onnx_mask == mask).mean() > 0.999  # ONNX Runtime and torch agree to 1e-4: boundary pixels may flip
+    # a wrong --in_channels is one line
     proc = monai_kd(*command[:-1], "1")
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
         f"monai-kd: error: BundleError: '{ckpt}' was trained with 3 input channel(s) but the config builds 1: "

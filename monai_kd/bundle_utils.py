@@ -125,8 +125,9 @@ def configured_metadata(
     trained with ``--in_channels 3``, another ``--spatial_size`` or on other classes ships metadata that says so:
     ``network_data_format`` inputs ``num_channels`` / ``spatial_shape`` / ``channel_def``, ``input_contract``
     ``channels``, the ``pred`` output's ``spatial_shape`` (segmentation) and ``channel_def`` (classification) follow
-    the given values. Values equal to
-    the metadata's leave it as it is (its channel names included).
+    the given values. Values equal to the metadata's leave it as it is (its channel names included). Another channel
+    count means a model of other data than the bundle's: the input contract's modality, body part and pixel spacing
+    are dropped and a segmentation's labels are named ``label 1``, ... instead of the bundle's segment names.
 
     Args:
         metadata: the bundle's metadata (not modified).
@@ -140,15 +141,21 @@ def configured_metadata(
     meta = copy.deepcopy(dict(metadata))
     fmt = meta.get("network_data_format", {})
     inputs = fmt.get("inputs", {})
+    other_data = False  # another channel count: a model of the user's data, not of the bundle's
     if inputs:
         spec = next(iter(inputs.values()))
         if in_channels is not None and int(in_channels) != int(spec.get("num_channels", 1)):
+            other_data = True
             n = int(in_channels)
             names = CHANNEL_NAMES.get(n, tuple(f"channel {i}" for i in range(n)))
             spec["num_channels"] = n
             spec["channel_def"] = {str(i): name for i, name in enumerate(names)}
-            if "channels" in meta.get("input_contract", {}):
-                meta["input_contract"]["channels"] = n
+            contract = meta.get("input_contract")
+            if contract:  # the bundle's own data (modality, body part, spacing) is not what this model learnt
+                for key in ("modality", "body_part", "pixel_spacing_mm"):
+                    contract.pop(key, None)
+                contract["image_kind"] = f"{n}-channel images (a model trained with --in_channels {n} on other data)"
+                contract["channels"] = n
     pred = fmt.get("outputs", {}).get("pred")
     images = [next(iter(inputs.values()))] if inputs else []
     if pred is not None and pred.get("format") in SEGMENTATION_FORMATS:
@@ -157,6 +164,10 @@ def configured_metadata(
         shape = spec.get("spatial_shape")
         if spatial_size is not None and shape is not None and len(spatial_size) == len(shape):
             spec["spatial_shape"] = [int(s) for s in spatial_size]
+    if other_data and pred is not None and pred.get("format") in SEGMENTATION_FORMATS and not class_names:
+        # the bundle's segment names (e.g. "whole tumour") are those of its own data: name the labels by value
+        n = int(pred.get("num_channels", len(pred.get("channel_def", {})) or 2))
+        pred["channel_def"] = {"0": "background", **{str(i): f"label {i}" for i in range(1, n)}}
     if class_names and pred is not None and pred.get("format") in CLASSIFICATION_FORMATS:
         if pred.get("spatial_shape") == [pred.get("num_channels")]:
             pred["spatial_shape"] = [len(class_names)]

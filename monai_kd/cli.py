@@ -292,6 +292,8 @@ def infer_dicom(
     device: str = "cpu",
     all_series: bool = False,
     force: bool = False,
+    overlay: str | None = None,
+    **override: Any,
 ) -> None:
     """Run a bundle's student on a DICOM series (or a NIfTI file) and write DICOM SEG / SR outputs.
 
@@ -314,9 +316,15 @@ def infer_dicom(
             given), loading the model once.
         force: run on a series outside the bundle's input contract (metadata ``input_contract``); the SR / SEG and
             the JSON record the override.
+        overlay: a config file layered over ``inference.json``, e.g. ``bundles/kdml_seg/configs/inference_2d.json``
+            for 2D photographs.
+        override: config overrides, as the training took them: a student trained with ``--in_channels 3`` runs
+            with ``--in_channels 3`` (without it, the channel count of the weights is used); its input contract
+            then asks for colour input.
     """
     if not os.path.exists(input):  # answered before torch / MONAI are imported
         raise FileNotFoundError(f"input does not exist: '{input}'.")
+    _check_inference_overrides(bundle, overlay, override)
     if all_series:
         if series_uid:
             raise ValueError("--all_series runs every series; --series_uid selects one: give one of them.")
@@ -324,14 +332,15 @@ def infer_dicom(
 
         progress = lambda done, total, uid: print(f"[{done}/{total}] {uid}", file=sys.stderr)  # noqa: E731
         for path in infer_dicom_folder(bundle, input, output, modality=modality, description=description, nifti=nifti,
-                                       ckpt_file=ckpt_file, device=device, progress=progress, force=force):
+                                       ckpt_file=ckpt_file, device=device, progress=progress, force=force,
+                                       overlay=overlay, **override):
             print(path)
         return
     from monai_kd.dicom_inference import infer_dicom as _infer
 
     written = _infer(
         bundle, input, output, modality=modality, description=description, series_uid=series_uid,
-        nifti=nifti, ckpt_file=ckpt_file, device=device, force=force,
+        nifti=nifti, ckpt_file=ckpt_file, device=device, force=force, overlay=overlay, **override,
     )
     for path in written:
         print(path)
@@ -356,6 +365,7 @@ def serve(
     max_associations: int = 16,
     min_free_mb: float = 500.0,
     force: bool = False,
+    overlay: str | None = None,
 ) -> None:
     """Run a DICOM node: receive series by C-STORE, run a bundle's student, send the SEG / SR back.
 
@@ -384,6 +394,9 @@ def serve(
         min_free_mb: refuse instances (Out of Resources) below this free disk space.
         force: with ``bundle``: run it on series outside its input contract (recorded in the outputs); by default
             they are quarantined with the reason. With ``routes``, set ``"force": true`` on the route instead.
+        overlay: with ``bundle``: a config file layered over its ``inference.json`` (e.g.
+            ``bundles/kdml_seg/configs/inference_2d.json`` for photographs); with ``routes``, a route's ``"overlay"``.
+            The network's channel count is read from the weights.
     """
     import logging
 
@@ -393,12 +406,13 @@ def serve(
     if (bundle is None) == (routes is None):
         raise BundleError("give either --bundle (one bundle for every series) or --routes (a rules file).")
     if routes is not None:
-        if ckpt_file or modality or description or force:
-            raise BundleError("--ckpt_file, --modality, --description and --force go with --bundle; put them in the routes file.")
+        if ckpt_file or modality or description or force or overlay:
+            raise BundleError("--ckpt_file, --modality, --description, --force and --overlay go with --bundle; "
+                              "put them in the routes file.")
         rules = load_routes(routes)
     else:
         entry = {"name": os.path.basename(os.path.normpath(bundle)), "bundle": bundle, "ckpt_file": ckpt_file,
-                 "modality": modality, "description": description, "force": force}
+                 "modality": modality, "description": description, "force": force, "overlay": overlay}
         rules = load_routes([entry])
     node = DicomNode(
         work_dir, rules, ae_title=ae_title, host=host, port=port, quiet_time=quiet_time, workers=workers,
@@ -427,6 +441,8 @@ def infer_dicomweb(
     store: bool = True,
     device: str = "cpu",
     force: bool = False,
+    overlay: str | None = None,
+    **override: Any,
 ) -> None:
     """Pull a series with WADO-RS, run a bundle's student, store the SEG / SR back with STOW-RS.
 
@@ -442,12 +458,27 @@ def infer_dicomweb(
         store: store the DICOM result back with STOW-RS (``--nostore`` to skip).
         device: ``cpu`` or ``cuda:N``.
         force: run on a series outside the bundle's input contract; the outputs record the override.
+        overlay: a config file layered over ``inference.json`` (see ``infer-dicom``).
+        override: config overrides, e.g. ``--in_channels 3`` (see ``infer-dicom``).
     """
+    _check_inference_overrides(bundle, overlay, override)
     from monai_kd.node.dicomweb import infer_dicomweb as _infer
 
     result = _infer(url, study, bundle, series_uid=series, modality=modality, description=description,
-                    ckpt_file=ckpt_file, output=output, store=store, device=device, force=force)
+                    ckpt_file=ckpt_file, output=output, store=store, device=device, force=force, overlay=overlay,
+                    override=override)
     print(json.dumps(result, indent=2))
+
+
+def _check_inference_overrides(bundle: str, overlay: str | None, override: dict[str, Any]) -> None:
+    """Refuse an overlay that does not exist or an override that names no key of the inference configs (one line,
+    before torch is imported)."""
+    configs = [bundle_file(bundle, "configs/inference.json")]
+    if overlay is not None:
+        if not os.path.isfile(overlay):
+            raise BundleError(f"overlay config '{overlay}' does not exist.")
+        configs.append(overlay)
+    check_overrides(configs, override)
 
 
 def verify(bundle: str) -> None:

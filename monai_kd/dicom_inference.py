@@ -3,7 +3,11 @@
 """Run a bundle's student on a DICOM series (or a NIfTI volume) and write standard outputs.
 
 ``monai-kd infer-dicom --bundle BUNDLE_DIR --input IN --output OUT_DIR [--modality CT] [--description TEXT]
-[--series_uid UID] [--nifti] [--ckpt_file FILE] [--device cpu]``
+[--series_uid UID] [--nifti] [--ckpt_file FILE] [--device cpu] [--overlay CONFIG] [--<config id> VALUE ...]``
+
+The model run is the one the weights hold: its channel count (e.g. a student trained with ``--in_channels 3``) is
+given by the same override, or read from the weights, and builds the network, the preprocessing (``@in_channels``)
+and the input contract checked (:func:`model_metadata`).
 
 The task comes from the bundle's metadata, ``network_data_format.outputs.pred.format``: ``classes`` or
 ``probabilities`` -> classification, ``labels`` or ``segmentation`` -> segmentation. The bundle's own
@@ -60,7 +64,10 @@ from monai_kd.input_contract import check_input, override_note
 from monai_kd.io.atomic import atomic_paths, check_output_dir
 from monai_kd.io.dicom_series import DicomInputError, DicomSeries, DicomSeriesReader, list_series, load_dicom_series
 
-__all__ = ["TASKS", "TIMING_KEYS", "BundlePredictor", "bundle_task", "check_series", "infer_dicom", "infer_dicom_folder"]
+__all__ = [
+    "TASKS", "TIMING_KEYS", "BundlePredictor", "bundle_task", "check_series", "infer_dicom", "infer_dicom_folder",
+    "model_metadata",
+]
 
 TASKS = {
     "classes": "classification",
@@ -129,13 +136,24 @@ def _is_nifti(path: str) -> bool:
     return os.path.isfile(path) and path.lower().endswith(NIFTI_SUFFIXES)
 
 
-def _parser(bundle: str, device: torch.device) -> Any:
-    """A :class:`monai.bundle.ConfigParser` of the bundle's ``inference.json`` and metadata."""
+def _config_files(bundle: str, overlay: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """The bundle's ``inference.json`` followed by the overlay configs (each must exist)."""
+    overlays = [overlay] if isinstance(overlay, (str, os.PathLike)) else list(overlay or ())
+    for path in overlays:
+        if not os.path.isfile(path):
+            raise BundleError(f"overlay config '{path}' does not exist.")
+    return [bundle_file(bundle, "configs/inference.json"), *map(os.fspath, overlays)]
+
+
+def _parser(bundle: str, device: torch.device, configs: list[str] | None = None, override: dict | None = None) -> Any:
+    """A :class:`monai.bundle.ConfigParser` of the bundle's ``inference.json`` (then ``configs``' overlays), its
+    metadata and the ``override`` values (``{id: value}``, as ``monai.bundle run`` takes them)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
-    parser.read_config(bundle_file(bundle, "configs/inference.json"))
+    parser.read_config(configs or bundle_file(bundle, "configs/inference.json"))
     parser.read_meta(bundle_file(bundle, "configs/metadata.json"))
+    parser.update(dict(override or {}))
     parser["bundle_root"] = bundle
     parser["device"] = device
     for key in ("preprocessing", "network_def", "inferer"):
@@ -156,23 +174,125 @@ def _loader_index(preprocessing: Any) -> int:
     raise BundleError("the bundle's preprocessing has no top-level LoadImaged transform to load the input with.")
 
 
-def _network(parser: Any, bundle: str, ckpt_file: str | None, device: torch.device) -> torch.nn.Module:
-    """The bundle's ``network_def`` with trained weights, in eval mode on ``device``."""
+def _weights(bundle: str, ckpt_file: str | None, device: torch.device | str = "cpu") -> tuple[str, Any]:
+    """Path of the student's weights and their state dict (``None`` for an ONNX model).
+
+    Raises:
+        BundleError: When the file does not exist or cannot be read as weights (one line).
+    """
     ckpt = ckpt_file or os.path.join(bundle, "models", "model.pt")
     if not os.path.isfile(ckpt):
         raise BundleError(
             f"no weights: '{ckpt}' does not exist; train the bundle (monai-kd train) or pass --ckpt_file."
         )
-    if ckpt.lower().endswith(".onnx"):  # an exported (e.g. int8) model, run by ONNX Runtime on the CPU
-        from monai_kd.quantization import OnnxNetwork
-
-        return OnnxNetwork(ckpt)
-    network = parser.get_parsed_content("network_def")
+    if ckpt.lower().endswith(".onnx"):
+        return ckpt, None
     from monai_kd.networks.pretrained import load_checkpoint  # empty / truncated / pickled files: one clear line
 
     state = load_checkpoint(ckpt, map_location=device)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):  # {"model": state_dict} checkpoints
         state = state["model"]
+    return ckpt, state
+
+
+def _trained_channels(ckpt: str, state: Any) -> int | None:
+    """Input channels the weights were trained with: dimension 1 of the first convolution weight of a state dict, or
+    the ONNX model's input shape (``None`` when not stated)."""
+    if state is None:
+        import onnx
+
+        dims = onnx.load(ckpt, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        return int(dims[1].dim_value) if len(dims) > 1 and dims[1].HasField("dim_value") else None
+    for value in state.values() if isinstance(state, dict) else ():
+        if isinstance(value, torch.Tensor) and value.ndim >= 3:
+            return int(value.shape[1])
+    return None
+
+
+def _converts_channels(parser: Any) -> bool:
+    """Whether the preprocessing gives any image the network's channel count (monai_kd's ``AsImaged``: colour
+    averaged to grey, grey repeated), so the input's own channel count is not part of the contract."""
+    transforms = parser.get("preprocessing", {})
+    transforms = transforms.get("transforms", []) if isinstance(transforms, dict) else []
+    return any(isinstance(t, dict) and str(t.get("_target_", "")).endswith("AsImaged") for t in transforms)
+
+
+def model_metadata(
+    bundle: str,
+    ckpt_file: str | None = None,
+    overlay: str | list[str] | tuple[str, ...] | None = None,
+    override: dict | None = None,
+    device: torch.device | str = "cpu",
+    missing_ok: bool = False,
+) -> tuple[dict, dict, Any]:
+    """The metadata of the model actually run, the config overrides that build it, and its weights.
+
+    The bundle's ``configs/metadata.json`` describes its own student (e.g. one FLAIR channel). A student trained with
+    ``--in_channels 3`` is run with ``--in_channels 3`` (``override``, as ``monai-kd train`` / ``export`` take it);
+    without that override the channel count is the one the weights were trained with. The network, the preprocessing
+    (``@in_channels``), the input contract and the outputs then follow it
+    (:func:`~monai_kd.bundle_utils.configured_metadata`). When the preprocessing converts channels itself
+    (``AsImaged``), a grey or colour input is accepted whatever the model's channel count.
+
+    Args:
+        bundle: bundle folder.
+        ckpt_file: student weights (state dict or ``.onnx``); default ``models/model.pt`` of the bundle.
+        overlay: config file(s) layered over ``inference.json`` (e.g. ``configs/inference_2d.json``).
+        override: ``{id: value}`` config overrides, e.g. ``{"in_channels": 3}``.
+        device: where the weights are loaded.
+        missing_ok: without weights, answer from the config and ``override`` alone (weights ``None``); the
+            missing file is reported when the network is built.
+
+    Returns:
+        ``(metadata, override, (ckpt, state))``: ``override`` with ``in_channels`` set from the weights when the
+        config has a top-level ``in_channels`` and it differs; ``state`` is ``None`` for an ONNX model.
+
+    Raises:
+        BundleError: When the weights are missing, or were trained with another channel count than the one asked
+            for (``--in_channels``) or than the config builds (one line).
+    """
+    from monai.bundle import ConfigParser
+
+    from monai_kd.bundle_utils import configured_metadata
+
+    override = dict(override or {})
+    weights = None
+    if not missing_ok or os.path.isfile(ckpt_file or os.path.join(bundle, "models", "model.pt")):
+        weights = _weights(bundle, ckpt_file, device)
+    trained = None if weights is None else _trained_channels(*weights)
+    parser = ConfigParser()
+    parser.read_config(_config_files(bundle, overlay))
+    parser.update({"bundle_root": bundle, **override})
+    if trained is not None and "in_channels" not in override and "in_channels" in parser:
+        override["in_channels"] = trained
+        parser["in_channels"] = trained
+    configured = None
+    for ref in ("network_def#in_channels", "network_def#n_input_channels"):
+        if ref in parser:
+            configured = int(parser.get_parsed_content(ref))
+            break
+    if weights is not None and trained is not None and configured is not None and trained != configured:
+        raise BundleError(
+            f"'{weights[0]}' was trained with {trained} input channel(s) but the config builds {configured}: "
+            f"run it with the training's --in_channels {trained}."
+        )
+    meta = configured_metadata(_metadata(bundle), configured)
+    if _converts_channels(parser) and meta.get("input_contract", {}).get("channels") is not None:
+        meta["input_contract"]["channels"] = None  # grey or colour: the preprocessing brings it to the network's
+    return meta, override, weights
+
+
+def _network(
+    parser: Any, bundle: str, ckpt_file: str | None, device: torch.device, weights: tuple[str, Any] | None = None
+) -> torch.nn.Module:
+    """The bundle's ``network_def`` with trained weights, in eval mode on ``device`` (``weights``: the
+    ``(path, state)`` :func:`_weights` read already)."""
+    ckpt, state = weights or _weights(bundle, ckpt_file, device)
+    if state is None:  # an exported (e.g. int8) model, run by ONNX Runtime on the CPU
+        from monai_kd.quantization import OnnxNetwork
+
+        return OnnxNetwork(ckpt)
+    network = parser.get_parsed_content("network_def")
     try:
         network.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as e:
@@ -260,7 +380,15 @@ def _load(
         )
     data[SLICE_KEY] = index
     with _timed(timings, "preprocess"):
-        return preprocessing(data, start=split)
+        try:
+            return preprocessing(data, start=split)
+        except Exception as e:  # e.g. a 2D colour photograph through a volume pipeline (Orientationd, Spacingd)
+            cause = _root_cause(e)
+            raise DicomInputError(
+                f"the bundle's preprocessing cannot take '{input}', a {image_dims}D image of shape "
+                f"{tuple(image.shape)}: {type(cause).__name__}: {cause}"
+                + (" (2D images: --overlay <bundle>/configs/inference_2d.json)" if image_dims == 2 else "")
+            ) from e
 
 
 def _root_cause(error: BaseException) -> BaseException:
@@ -325,11 +453,14 @@ def infer_dicom(
     device: str = "cpu",
     timings: dict | None = None,
     force: bool = False,
+    overlay: str | list[str] | tuple[str, ...] | None = None,
+    **override: Any,
 ) -> list[str]:
     """Run the bundle's student on a DICOM series or a NIfTI file and write SEG/NIfTI or SR/JSON outputs.
 
-    The input is checked against the bundle's ``input_contract`` (:mod:`monai_kd.input_contract`) and refused unless
-    ``force``; the weights are checked against the bundle's model card when one records them
+    The input is checked against the bundle's ``input_contract`` (:mod:`monai_kd.input_contract`), as it applies to
+    the model run (:func:`model_metadata`: e.g. three channels for a student trained with ``--in_channels 3``), and
+    refused unless ``force``; the weights are checked against the bundle's model card when one records them
     (:func:`monai_kd.model_card.card_for_model`), and the outputs name the card's version.
 
     Args:
@@ -349,6 +480,9 @@ def infer_dicom(
             weights), ``inference`` (the bundle's inferer), ``postprocess`` (the bundle's postprocessing),
             ``write`` (label map back on the input grid, building and writing the outputs) and ``total``.
         force: run on an input outside the bundle's input contract; the outputs record the override.
+        overlay: config file(s) layered over the bundle's ``inference.json``, e.g. ``configs/inference_2d.json``
+            for 2D photographs.
+        override: config overrides as ``monai.bundle run`` takes them, e.g. ``in_channels=3``.
 
     Returns:
         The written paths.
@@ -361,11 +495,11 @@ def infer_dicom(
     """
     begin = time.perf_counter()
     input, output = os.fspath(input), os.fspath(output)
-    meta = _metadata(bundle)
-    task = bundle_task(meta)
+    task = bundle_task(_metadata(bundle))
     if not os.path.exists(input):
         raise FileNotFoundError(f"input does not exist: '{input}'.")
     out_dir = check_output_dir(output, input)
+    meta = model_metadata(bundle, ckpt_file, overlay, override, missing_ok=True)[0]
     series: DicomSeries | None = None
     if _is_nifti(input):
         if modality or description or series_uid:
@@ -376,7 +510,8 @@ def infer_dicom(
             series = load_dicom_series(input, modality=modality, description=description, series_uid=series_uid)
         contract = check_input(meta, series=series, force=force, bundle=bundle)  # before decoding or building
         check_series(series, task, timings)
-    predictor = BundlePredictor(bundle, ckpt_file=ckpt_file, device=device, timings=timings)
+    predictor = BundlePredictor(bundle, ckpt_file=ckpt_file, device=device, timings=timings, overlay=overlay,
+                                override=override)
     written = predictor.predict(input, out_dir, series=series, nifti=nifti, timings=timings, contract=contract)
     if timings is not None:
         timings["total"] = timings.get("total", 0.0) + time.perf_counter() - begin
@@ -416,31 +551,41 @@ class BundlePredictor:
         ckpt_file: student weights; default ``models/model.pt`` of the bundle.
         device: torch device, e.g. ``cpu`` or ``cuda:0``.
         timings: if a dict is given, the seconds spent loading are added to ``timings["model_load"]``.
+        overlay: config file(s) layered over ``inference.json``, e.g. the bundle's ``configs/inference_2d.json``.
+        override: ``{id: value}`` config overrides, e.g. ``{"in_channels": 3}`` for a student trained with them;
+            without ``in_channels`` the weights' channel count is used (see :func:`model_metadata`).
 
     Raises:
         BundleError: When the bundle, its weights or its task do not fit.
     """
 
     def __init__(
-        self, bundle: str, ckpt_file: str | None = None, device: str = "cpu", timings: dict | None = None
+        self,
+        bundle: str,
+        ckpt_file: str | None = None,
+        device: str = "cpu",
+        timings: dict | None = None,
+        overlay: str | list[str] | tuple[str, ...] | None = None,
+        override: dict | None = None,
     ) -> None:
         self.bundle = os.fspath(bundle)
-        self.meta = _metadata(self.bundle)
+        self.device = torch.device(device)
+        with _timed(timings, "model_load"):
+            self.meta, override, weights = model_metadata(self.bundle, ckpt_file, overlay, override, self.device)
         self.task = bundle_task(self.meta)
         self.name = str(self.meta.get("name") or Path(self.bundle).resolve().name)
-        self.device = torch.device(device)
         from monai_kd.model_card import card_for_model
 
         ckpt = ckpt_file or os.path.join(self.bundle, "models", "model.pt")
         self.card = card_for_model(ckpt) if os.path.isfile(ckpt) else None  # refuses weights altered after the card
         self.version = str(self.card["card_version"] if self.card else self.meta.get("version", ""))
         with _timed(timings, "model_load"):
-            parser = _parser(self.bundle, self.device)
+            parser = _parser(self.bundle, self.device, _config_files(self.bundle, overlay), override)
             self.key, self.spatial_dims = _input_spec(self.meta)
             self.preprocessing = parser.get_parsed_content("preprocessing")
             self.inferer = parser.get_parsed_content("inferer")
             self.loader_index = _loader_index(self.preprocessing)
-            self.network = _network(parser, self.bundle, ckpt_file, self.device)
+            self.network = _network(parser, self.bundle, ckpt_file, self.device, weights)
             self.postprocessing = _postprocessing(parser)
 
     def predict(
@@ -604,6 +749,8 @@ def infer_dicom_folder(
     timings: dict | None = None,
     progress: Any = None,
     force: bool = False,
+    overlay: str | list[str] | tuple[str, ...] | None = None,
+    **override: Any,
 ) -> list[str]:
     """Run the bundle's student on **every** DICOM series of a folder of studies with one loaded model.
 
@@ -624,6 +771,8 @@ def infer_dicom_folder(
         timings: optional stage seconds summed over the series (see :func:`infer_dicom`), plus ``series``.
         progress: optional callable ``progress(done, total, series_uid)`` after each series.
         force: run on series outside the bundle's input contract (else they fail, named, and the others run).
+        overlay: config file(s) layered over the bundle's ``inference.json`` (see :func:`infer_dicom`).
+        override: config overrides, e.g. ``in_channels=3`` (see :func:`infer_dicom`).
 
     Returns:
         The written paths of every series.
@@ -648,7 +797,8 @@ def infer_dicom_folder(
         raise DicomInputError(
             f"no DICOM series in '{input}' matches modality={modality}, description={description}.{problems}"
         )
-    predictor = BundlePredictor(bundle, ckpt_file=ckpt_file, device=device, timings=timings)
+    predictor = BundlePredictor(bundle, ckpt_file=ckpt_file, device=device, timings=timings, overlay=overlay,
+                                override=override)
     written: list[str] = []
     total = len(found) + len(failed)
     for done, summary in enumerate(found, 1):

@@ -20,8 +20,12 @@ def test_colour_segmentation_metadata_declares_three_channels_and_its_size():
     image, pred = colour["network_data_format"]["inputs"]["image"], colour["network_data_format"]["outputs"]["pred"]
     assert image["num_channels"] == 3 and image["channel_def"] == {"0": "red", "1": "green", "2": "blue"}
     assert colour["input_contract"]["channels"] == 3
+    # a colour model was trained on other data than BraTS FLAIR: the bundle's modality, body part, spacing and
+    # segment name do not describe it
+    assert {"modality", "body_part", "pixel_spacing_mm"}.isdisjoint(colour["input_contract"])
+    assert colour["input_contract"]["dimensionality"] == [2, 3]
     assert image["spatial_shape"] == [256, 256] and pred["spatial_shape"] == [256, 256]
-    assert pred["num_channels"] == 2 and pred["channel_def"] == {"0": "background", "1": "whole tumour"}
+    assert pred["num_channels"] == 2 and pred["channel_def"] == {"0": "background", "1": "label 1"}
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 1  # the bundle's metadata is not modified
     assert configured_metadata(meta, 1, [64, 64]) == meta  # the configured default: the metadata as it is
     assert configured_metadata(meta, 2)["network_data_format"]["inputs"]["image"]["channel_def"] == {

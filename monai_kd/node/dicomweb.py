@@ -83,6 +83,8 @@ def infer_dicomweb(
     device: str = "cpu",
     client: Any = None,
     force: bool = False,
+    overlay: str | list[str] | None = None,
+    override: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Retrieve a series by WADO-RS, run the bundle's student on it, store the result by STOW-RS.
 
@@ -99,6 +101,9 @@ def infer_dicomweb(
         device: torch device.
         client: a ``dicomweb_client.DICOMwebClient`` to use instead of one for ``url``.
         force: run on a series outside the bundle's input contract (the outputs record the override).
+        overlay: config file(s) layered over the bundle's ``inference.json`` (see
+            :func:`~monai_kd.dicom_inference.infer_dicom`).
+        override: config overrides, e.g. ``{"in_channels": 3}``.
 
     Returns:
         ``{"study_uid", "series_uid", "instances", "outputs", "stored_sop_instance_uids", "seconds"}``.
@@ -121,7 +126,7 @@ def infer_dicomweb(
         _save(datasets, Path(tmp) / "series")
         out = Path(output) if output is not None else Path(tmp) / "out"
         written = infer_dicom(bundle, str(Path(tmp) / "series"), str(out), series_uid=series_uid, ckpt_file=ckpt_file,
-                              device=device, force=force)
+                              device=device, force=force, overlay=overlay, **(override or {}))
         results = [pydicom.dcmread(p) for p in written if p.endswith(".dcm")]
         stored = []
         if store and results:

@@ -43,6 +43,8 @@ class Route:
         description: regular expression searched in *Series Description* (``None``: any).
         force: run this route's bundle on series outside its input contract (metadata ``input_contract``); the
             outputs record the override. Default: such series are quarantined with the reason.
+        overlay: a config file layered over the bundle's ``inference.json`` (e.g. kdml_seg's
+            ``configs/inference_2d.json`` for photographs).
     """
 
     name: str
@@ -51,6 +53,7 @@ class Route:
     modality: tuple[str, ...] = ()
     description: str | None = None
     force: bool = False
+    overlay: str | None = None
 
     def matches(self, modality: str, description: str) -> bool:
         """Whether a series with this *Modality* and *Series Description* goes to this route."""
@@ -68,7 +71,7 @@ class Route:
 def _route(entry: dict, base: Path, index: int) -> Route:
     if not isinstance(entry, dict) or not entry.get("bundle"):
         raise RoutingError(f"route #{index + 1} needs a 'bundle': {entry!r}")
-    unknown = set(entry) - {"name", "bundle", "ckpt_file", "modality", "description", "force"}
+    unknown = set(entry) - {"name", "bundle", "ckpt_file", "modality", "description", "force", "overlay"}
     if unknown:
         raise RoutingError(f"route #{index + 1}: unknown key(s) {sorted(unknown)}")
     modality = entry.get("modality") or ()
@@ -93,6 +96,7 @@ def _route(entry: dict, base: Path, index: int) -> Route:
         modality=tuple(m.strip().upper() for m in modality),
         description=description,
         force=bool(entry.get("force", False)),
+        overlay=resolve(entry.get("overlay")),
     )
 
 

@@ -191,10 +191,11 @@ class DicomNode:
         from monai_kd.dicom_inference import BundlePredictor
 
         for route in self.routes:
-            key = (route.bundle, route.ckpt_file)
+            key = (route.bundle, route.ckpt_file, route.overlay)
             if key not in self.predictors:
                 start = time.perf_counter()
-                self.predictors[key] = BundlePredictor(route.bundle, ckpt_file=route.ckpt_file, device=self.device)
+                self.predictors[key] = BundlePredictor(route.bundle, ckpt_file=route.ckpt_file, device=self.device,
+                                                       overlay=route.overlay)
                 logger.info("route %s: %s bundle loaded in %.1f s", route, self.predictors[key].task,
                             time.perf_counter() - start)
 
@@ -359,7 +360,7 @@ class DicomNode:
                     f"series too large: {len(series.frames)} slices, {voxels} voxels (limits {self.max_slices} "
                     f"slices, {self.max_voxels} voxels)"
                 )
-            predictor = self.predictors[(route.bundle, route.ckpt_file)]
+            predictor = self.predictors[(route.bundle, route.ckpt_file, route.overlay)]
             if job.has_results:
                 logger.info("%s: delivering the results of an earlier run", job.job_id)
             else:

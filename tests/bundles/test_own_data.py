@@ -72,7 +72,7 @@ def breast_pngs(tmp_path_factory, data_dir) -> Path:
     return folder
 
 
-def test_colour_segmentation_trains_and_infers_with_documented_commands(fundus_jpegs, tmp_path):
+def test_colour_segmentation_trains_and_infers_with_documented_commands(fundus_jpegs, retinal_dir, tmp_path):
     """kdml_seg (trained on BraTS FLAIR) learns vessels from colour JPEG fundus photographs and segments new ones."""
     datalist = tmp_path / "fundus.json"
     out = ok(monai_kd("datalist", str(fundus_jpegs), "--images", "images/*.jpg", "--masks", "masks/{stem}_vessels.png",
@@ -92,6 +92,72 @@ def test_colour_segmentation_trains_and_infers_with_documented_commands(fundus_j
         assert seg.size == Image.open(image).size  # back at the photograph's own size
         assert set(np.unique(np.asarray(seg)).tolist()) <= {0, 255}
     _colour_exports_run_on_a_photograph(root, fundus_jpegs)
+    _colour_dicom_gets_a_seg_through_infer_dicom(root, retinal_dir, tmp_path / "dicom")
+
+
+def _colour_dicom_gets_a_seg_through_infer_dicom(root: Path, retinal_dir: Path, work: Path) -> None:
+    """The README's infer-dicom command on a fundus camera's Ophthalmic Photography image (JPEG, YBR_FULL_422) of a
+    photograph the student never saw: a DICOM SEG that validates and holds exactly the mask the documented
+    ``monai.bundle run`` 2D inference gives for the same decoded pixels; channel mismatches are refused in one line."""
+    import importlib.util
+
+    import pydicom
+    from PIL import Image
+
+    def load(name: str, path: Path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    photographs = load("test_emtkd_retinal", REPO / "tests" / "bundles" / "test_emtkd_retinal.py")
+    dciodvfy_errors = load("dicom_testdata", REPO / "tests" / "io" / "dicom_testdata.py").dciodvfy_errors
+    rgb = np.asarray(Image.open(sorted((retinal_dir / "AV-WIDE" / "images").glob("*.png"))[20]).convert("RGB"))
+    for folder in ("in", "png", "grey"):
+        (work / folder).mkdir(parents=True)
+    photo = photographs._ophthalmic_photograph_jpeg(rgb, work / "in" / "fundus.dcm")
+    assert dciodvfy_errors(photo) == []
+    ckpt = str(root / "models" / "model.pt")
+    command = ("infer-dicom", "--bundle", "bundles/kdml_seg", "--input", str(work / "in"),
+               "--output", str(work / "out"), "--ckpt_file", ckpt,
+               "--overlay", "bundles/kdml_seg/configs/inference_2d.json", "--in_channels", "3")
+    (seg_file,) = ok(monai_kd(*command)).split()
+    assert dciodvfy_errors(seg_file) == []
+    seg = pydicom.dcmread(seg_file)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["label 1"]  # not the bundle's "whole tumour"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pydicom.dcmread(photo).SeriesInstanceUID
+    mask = seg.pixel_array.reshape(rgb.shape[:2]) > 0
+    decoded = pydicom.dcmread(photo).pixel_array  # what the camera's JPEG decodes to, as a PNG for monai.bundle run
+    Image.fromarray(decoded).save(work / "png" / "fundus.png")
+    ok(monai_bundle("run", "--config_file",
+                    "['bundles/kdml_seg/configs/inference.json','bundles/kdml_seg/configs/inference_2d.json']",
+                    "--bundle_root", str(root), "--in_channels", "3", "--dataset_dir", str(work / "png"),
+                    "--output_dir", str(work / "png_out")))
+    expected = np.asarray(Image.open(work / "png_out" / "fundus_seg.png")) > 0
+    assert 0.001 < expected.mean() < 0.999  # a non-trivial mask, so the comparison can fail
+    np.testing.assert_array_equal(mask, expected)
+    # without --in_channels the weights say 3 channels: the state dict's first convolution, the ONNX export's input
+    assert ok(monai_kd(*command[:-2], "--output", str(work / "out2"))).split()[0].endswith(".seg.dcm")
+    (onnx_seg,) = ok(monai_kd("infer-dicom", "--bundle", "bundles/kdml_seg", "--input", str(work / "in"),
+                              "--output", str(work / "out_onnx"), "--ckpt_file", str(root / "models" / "model.onnx"),
+                              "--overlay", "bundles/kdml_seg/configs/inference_2d.json")).split()
+    assert dciodvfy_errors(onnx_seg) == []
+    onnx_mask = pydicom.dcmread(onnx_seg).pixel_array.reshape(rgb.shape[:2]) > 0
+    assert (onnx_mask == mask).mean() > 0.999  # ONNX Runtime and torch agree to 1e-4: boundary pixels may flip
+    # a wrong --in_channels is one line
+    proc = monai_kd(*command[:-1], "1")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        f"monai-kd: error: BundleError: '{ckpt}' was trained with 3 input channel(s) but the config builds 1: "
+        "run it with the training's --in_channels 3.")
+    # a grey series for the colour model, without the 2D overlay that repeats grey into three channels: refused
+    grey = pydicom.dcmread(photographs._secondary_capture_rgb(rgb, work / "grey" / "grey.dcm"))
+    grey.PixelData = np.ascontiguousarray(rgb.mean(-1).astype(np.uint8)).tobytes()
+    grey.SamplesPerPixel, grey.PhotometricInterpretation = 1, "MONOCHROME2"
+    del grey.PlanarConfiguration
+    grey.save_as(work / "grey" / "grey.dcm", enforce_file_format=True)
+    proc = monai_kd("infer-dicom", "--bundle", "bundles/kdml_seg", "--input", str(work / "grey"), "--output",
+                    str(work / "out3"), "--ckpt_file", ckpt)
+    assert proc.returncode == 2 and "1 channel(s) where the model takes 3" in proc.stderr.strip().splitlines()[-1]
 
 
 def _colour_exports_run_on_a_photograph(root: Path, fundus_jpegs: Path) -> None:

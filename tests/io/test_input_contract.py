@@ -168,3 +168,41 @@ def test_an_unreadable_nifti_is_left_to_the_reader(tmp_path):
     broken.write_bytes(b"\x1f\x8b not really gzip")
     record = check_input({"input_contract": {"dimensionality": [2], "channels": 1}}, input=broken)
     assert record["violations"] == [] and record["input"]["dimensionality"] is None
+
+
+def _first_conv_weights(path: Path, channels: int) -> str:
+    """A state dict whose first convolution takes ``channels`` channels: what the channel count is read from."""
+    import torch
+
+    torch.save({"model.0.conv.unit0.conv.weight": torch.zeros(8, channels, 3, 3)}, path)
+    return str(path)
+
+
+def test_the_contract_follows_the_channel_count_the_weights_were_trained_with(tmp_path):
+    """kdml_seg's student trained with --in_channels 3 (on other data than BraTS FLAIR) takes colour images of any
+    modality; its own one-channel student keeps the bundle's contract; a wrong --in_channels is one line; the 2D
+    overlay, whose AsImaged averages colour into grey and repeats grey into colour, takes either."""
+    from monai_kd.bundle_utils import BundleError
+    from monai_kd.dicom_inference import model_metadata
+
+    bundle = str(REPO / "bundles" / "kdml_seg")
+    overlay = str(REPO / "bundles" / "kdml_seg" / "configs" / "inference_2d.json")
+    grey, colour = _first_conv_weights(tmp_path / "grey.pt", 1), _first_conv_weights(tmp_path / "colour.pt", 3)
+    meta, override, _ = model_metadata(bundle, grey)
+    assert meta["input_contract"]["channels"] == 1 and meta["input_contract"]["modality"] == ["MR"]
+    assert override == {"in_channels": 1}
+    meta, override, _ = model_metadata(bundle, colour)
+    assert override == {"in_channels": 3} and meta["input_contract"]["channels"] == 3
+    assert "modality" not in meta["input_contract"]
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "label 1"}
+    assert model_metadata(bundle, colour, override={"in_channels": 3})[0] == meta
+    with pytest.raises(BundleError, match=r"trained with 3 input channel\(s\) but the config builds 1: run it with "
+                                          r"the training's --in_channels 3\.$"):
+        model_metadata(bundle, colour, override={"in_channels": 1})
+    for weights in (grey, colour):
+        assert model_metadata(bundle, weights, overlay)[0]["input_contract"]["channels"] is None
+    contract = InputContract.from_metadata(model_metadata(bundle, grey)[0])
+    assert contract.violations(None, None, 2, 3, None) == ["3 channel(s) where the model takes 1"]
+    contract = InputContract.from_metadata(model_metadata(bundle, colour)[0])
+    assert contract.violations("OP", "EYE", 2, 1, None) == ["1 channel(s) where the model takes 3"]
+    assert contract.violations("OP", "EYE", 2, 3, [0.01, 0.01]) == []

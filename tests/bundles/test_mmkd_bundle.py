@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+
+import monai_kd.data
 from monai.bundle import ConfigParser, run
 
 from conftest import REPO, load_script
@@ -85,6 +87,28 @@ def test_quiz_role_is_disjoint_from_the_student_training_data(data_dir):
     train = {it["index"] for it in parser.get_parsed_content("train_datalist")}
     quiz = {it["index"] for it in parser.get_parsed_content("quiz_datalist")}
     assert quiz and not train & quiz
+
+
+def test_quiz_list_of_a_users_datalist_is_the_bundles_quiz(tmp_path, data_dir):
+    """``--datalist my.json`` with a ``quiz`` list: those items (disjoint from training) are the quiz role."""
+    from PIL import Image
+
+    items = monai_kd.data.medmnist_datalist(data_dir / "breastmnist", "train")[:24]
+    (tmp_path / "img").mkdir()
+    entries = []
+    for k, it in enumerate(items):
+        Image.fromarray((it["image"][0] * 255).round().astype("uint8")).save(tmp_path / "img" / f"{k}.png")
+        entries.append({"image": f"img/{k}.png", "label": int(it["label"])})
+    datalist = tmp_path / "my.json"
+    datalist.write_text(json.dumps({"training": entries[:16], "quiz": entries[16:20], "validation": entries[20:],
+                                    "test": entries[20:]}))
+    parser = _trainer(data_dir, datalist=str(datalist))
+    parser.update({"full_train_datalist": {"_target_": "monai_kd.data.role_items", "provider": "@data", "role": "train"}})
+    names = {key: [it["path"].rsplit("/", 1)[-1] for it in parser.get_parsed_content(key)]
+             for key in ("quiz_datalist", "train_datalist")}
+    assert names["quiz_datalist"] == ["16.png", "17.png", "18.png", "19.png"]
+    assert names["train_datalist"] == [f"{k}.png" for k in range(16)]
+    assert parser.get_parsed_content("quiz_datalist")[0]["image"].shape == (1, 28, 28)
 
 
 @pytest.mark.slow

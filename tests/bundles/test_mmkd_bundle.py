@@ -147,7 +147,7 @@ def test_evidence_script_records_the_issue_keys_and_resumes(tmp_path, data_dir):
     ev = load_script("mmkd_evidence")
     args = ["--datasets", "breastmnist", "--students", "small", "--methods", "student_alone", "mmkd_logits_features",
             "--seeds", "0", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
-            "--breast-student-epochs", "1", "--set", "teacher_epochs=1",
+            "--breast-student-epochs", "1", "--teacher-recipes", "legacy_e20", "stem1bn_e20", "--set", "teacher_epochs=1",
             'full_train_datalist="$monai_kd.data.medmnist_datalist(@dataset_dir, \'train\', @dataset_file, fraction=0.2)"']
     ev.main(args)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -156,6 +156,14 @@ def test_evidence_script_records_the_issue_keys_and_resumes(tmp_path, data_dir):
         assert {"dataset", "student", "method", "seed", "accuracy", "auc"} <= set(r)
     assert set(results["runs"][1]["weights"]) == {"resnet", "densenet", "cnn"}
     assert "breastmnist" in results["teachers"] and (tmp_path / "out" / "mmkd_weights.png").is_file()
+    # the teacher recipe is chosen on mean validation NLL, every candidate's validation metrics kept; the students
+    # were built with the chosen recipe's teacher architecture (else its checkpoint would not have loaded)
+    selection = results["selection"]["breastmnist/teacher_recipe"]
+    nll = {r: sum(t["val_nll"] for t in v.values()) / 3 for r, v in selection["validation"].items()}
+    assert set(nll) == {"legacy_e20", "stem1bn_e20"} and selection["chosen"] == min(nll, key=nll.get)
+    assert nll == pytest.approx(selection["mean_val_nll"])
+    assert selection["recipes"]["legacy_e20"]["teachers_def#resnet#conv1_t_stride"] == 2
+    assert results["teachers"]["breastmnist"]["cnn"]["val_nll"] == selection["validation"][selection["chosen"]]["cnn"]["val_nll"]
     assert "student_alone" in (tmp_path / "out" / "README.md").read_text()
     ev.main(args)  # resumed: nothing retrained, nothing duplicated
     again = json.loads((tmp_path / "out" / "results.json").read_text())

@@ -168,3 +168,20 @@ def test_evidence_script_records_the_issue_keys_and_resumes(tmp_path, data_dir):
     ev.main(args)  # resumed: nothing retrained, nothing duplicated
     again = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in results["runs"]]
+
+
+def test_evidence_prints_every_teacher_recipe_with_its_validation_numbers():
+    ev = load_script("mmkd_evidence")
+    val = lambda nll: {"val_nll": nll, "val_auc": 0.9, "val_accuracy": 0.85}  # noqa: E731
+    selection = {"chosen": "b", "mean_val_nll": {"a": 0.4, "b": 0.3},
+                 "recipes": {"a": {"teachers_def#resnet#conv1_t_stride": 2, "teacher_epochs": 20}, "b": {"teacher_epochs": 20}},
+                 "validation": {"a": {"resnet": val(0.5), "cnn": val(0.3)}, "b": {"resnet": val(0.25), "cnn": val(0.35)}}}
+    lines = ev._recipe_lines(selection)
+    assert "**b**" in lines[1]
+    assert lines[3] == "| recipe | overrides | mean val NLL | resnet val NLL / AUC / ACC | cnn val NLL / AUC / ACC |"
+    assert lines[5] == "| a | `resnet#conv1_t_stride=2`, `teacher_epochs=20` | 0.400 | 0.500 / 0.900 / 0.850 | 0.300 / 0.900 / 0.850 |"
+    assert ev._recipe_lines(None) == []
+    for recipe, overrides in ev.TEACHER_RECIPES.items():  # every recipe is a set of keys the bundle has
+        assert all(k.split("#")[0] in json.loads((BUNDLE / "configs" / "train.json").read_text()) for k in overrides), recipe
+    for dataset, grid in ev.TEACHER_RECIPE_GRID.items():
+        assert set(grid) <= set(ev.TEACHER_RECIPES), dataset

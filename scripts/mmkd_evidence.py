@@ -96,6 +96,7 @@ TEACHER_RECIPES = {
     "stem1bn_e40_wd05": {"teacher_epochs": 40, "teacher_weight_decay": 0.05},
     "stem1bn_e40": {"teacher_epochs": 40},
     "stem1bn_e20_lr1e3": {"teacher_epochs": 20, "teacher_learning_rate": 0.001},
+    "bn_e20": {"teachers_def#resnet#conv1_t_stride": 2, "teachers_def#cnn#strides": [2, 2, 2, 2], "teacher_epochs": 20},
 }
 #: candidate teacher recipes per dataset, chosen on mean validation NLL of the three teachers (``train_teachers``)
 TEACHER_RECIPE_GRID = {"pneumoniamnist": ["legacy_e10", "stem1bn_e12"], "breastmnist": ["legacy_e20", "legacy_e60", "stem1_e20", "stem1bn_e20",

@@ -48,7 +48,8 @@ CHANGED_SINCE = {
              "teachers_def#cnn#norm": "instance"},
 }
 #: the same, for one config combination only (the PneumoniaMNIST teachers' epochs; BreastMNIST's config sets its own)
-CHANGED_SINCE_IN = {("mmkd", ("train.json",)): {"teacher_epochs": 10}}
+CHANGED_SINCE_IN = {("mmkd", ("train.json",)): {"teacher_epochs": 10},
+                    ("mmkd", ("train.json", "train_breastmnist.json")): {"teacher_learning_rate": 0.002}}
 
 
 @pytest.fixture(scope="module")

@@ -185,3 +185,17 @@ def test_evidence_prints_every_teacher_recipe_with_its_validation_numbers():
         assert all(k.split("#")[0] in json.loads((BUNDLE / "configs" / "train.json").read_text()) for k in overrides), recipe
     for dataset, grid in ev.TEACHER_RECIPE_GRID.items():
         assert set(grid) <= set(ev.TEACHER_RECIPES), dataset
+
+
+@pytest.mark.parametrize("dataset, files, recipe", [
+    ("pneumoniamnist", ["train.json"], "stem1bn_e12"),
+    ("breastmnist", ["train.json", "train_breastmnist.json"], "stem1bn_e20_lr1e3"),
+])
+def test_bundle_defaults_are_the_chosen_teacher_recipes(dataset, files, recipe):
+    """The recipes the validation search chose (README's generated tables) are what the bundle trains by default."""
+    ev = load_script("mmkd_evidence")
+    assert recipe in ev.TEACHER_RECIPE_GRID[dataset]
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / f) for f in files])
+    for key, value in ev.TEACHER_RECIPES[recipe].items():
+        assert parser.get_parsed_content(key) == value, key

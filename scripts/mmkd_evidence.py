@@ -13,8 +13,9 @@ run of that dataset, as pre-trained teachers are. Then, for every seed, student 
 Rules fixed before any test number was seen:
 
 - every student is the SWA average of the last half of its epochs (no checkpoint picking);
-- the teachers' epoch count is chosen per dataset by the lowest mean validation NLL of the three teachers
-  (``TEACHER_EPOCH_GRID``: BreastMNIST 20 or 60, PneumoniaMNIST 10);
+- the teachers' recipe (epochs, stem stride, normalisation, learning rate, weight decay: bundle overrides) is
+  chosen per dataset by the lowest mean validation NLL of the three teachers over ``TEACHER_RECIPE_GRID``
+  (``selection`` in ``results.json`` keeps every candidate's validation NLL, AUC and accuracy per teacher);
 - all other settings are the bundle's defaults (no grid search: the CPU budget went to seeds and methods);
   BreastMNIST runs its config ``train_breastmnist.json`` (students: ``--breast-student-epochs``, 20);
 - the quiz role (10 % of the training split, ``split_seed`` 0) is the only data MMKD holds out of the student's
@@ -80,8 +81,34 @@ METHOD_OVERRIDES = {
 #: MedMNIST v2 (Yang et al. 2023), Table 3, test split, ResNet-18 (28): (AUC, ACC)
 MEDMNIST_RESNET18 = {"pneumoniamnist": (0.944, 0.854), "breastmnist": (0.901, 0.863)}
 RESNET18_PARAMETERS = 11_172_162
-#: candidate teacher epoch counts per dataset, chosen on validation NLL (``train_teachers``)
-TEACHER_EPOCH_GRID = {"pneumoniamnist": [10], "breastmnist": [20, 60]}
+#: teacher recipes: bundle overrides of the teacher stage, explicit about every setting a recipe varies (so they mean
+#: the same on top of either dataset's config); the bundle's defaults are the chosen recipes (PneumoniaMNIST:
+#: ``stem1bn_e12``, BreastMNIST: ``stem1bn_e20_lr1e3``). ``legacy`` is the recipe of the first evidence round
+#: (stride-2 stems, instance-normalised CNN); ``stem1`` keeps full resolution in the ResNet and CNN stems; ``bn``
+#: normalises the CNN by batch.
+BASE = {"teacher_learning_rate": 0.002, "teacher_weight_decay": 0.0001}
+LEGACY = {**BASE, "teachers_def#resnet#conv1_t_stride": 2, "teachers_def#cnn#strides": [2, 2, 2, 2],
+          "teachers_def#cnn#norm": "instance"}
+STEM1 = {**BASE, "teachers_def#resnet#conv1_t_stride": 1, "teachers_def#cnn#strides": [1, 2, 2, 2]}
+STEM1BN = {**STEM1, "teachers_def#cnn#norm": "batch"}
+TEACHER_RECIPES = {
+    "legacy_e10": {**LEGACY, "teacher_epochs": 10},
+    "legacy_e20": {**LEGACY, "teacher_epochs": 20},
+    "legacy_e60": {**LEGACY, "teacher_epochs": 60},
+    "stem1_e20": {**STEM1, "teachers_def#cnn#norm": "instance", "teacher_epochs": 20},
+    "bn_e20": {**LEGACY, "teachers_def#cnn#norm": "batch", "teacher_epochs": 20},
+    "stem1bn_e12": {**STEM1BN, "teacher_epochs": 12},
+    "stem1bn_e20": {**STEM1BN, "teacher_epochs": 20},
+    "stem1bn_e40": {**STEM1BN, "teacher_epochs": 40},
+    "stem1bn_e20_wd05": {**STEM1BN, "teacher_epochs": 20, "teacher_weight_decay": 0.05},
+    "stem1bn_e20_lr1e3": {**STEM1BN, "teacher_epochs": 20, "teacher_learning_rate": 0.001},
+}
+#: candidate teacher recipes per dataset, chosen on mean validation NLL of the three teachers (``train_teachers``)
+TEACHER_RECIPE_GRID = {
+    "pneumoniamnist": ["legacy_e10", "stem1bn_e12"],
+    "breastmnist": ["legacy_e20", "legacy_e60", "stem1_e20", "bn_e20", "stem1bn_e20", "stem1bn_e40", "stem1bn_e20_wd05",
+                    "stem1bn_e20_lr1e3"],
+}
 TARGETS = {"pneumoniamnist": (0.97, 0.90), "breastmnist": (0.92, 0.87)}  # (AUC, ACC) of the issue
 
 logger = logging.getLogger("mmkd_evidence")
@@ -131,37 +158,45 @@ def _evaluate(net: torch.nn.Module, dataset: str) -> dict[str, float]:
     return {"accuracy": test["accuracy"], "auc": test["auc"], "test_nll": test["nll"], **val}
 
 
-def train_teachers(dataset: str, work: Path, results: dict, epoch_grid: list[int]) -> Path:
-    """Train (or reuse) the dataset's three teachers for each candidate epoch count; keep the one with the lowest
-    mean validation NLL over the teachers (``selection`` in results.json); record its teachers' metrics."""
+def train_teachers(dataset: str, work: Path, results: dict, recipes: list[str]) -> tuple[Path, dict]:
+    """Train (or reuse) the dataset's three teachers with each candidate recipe; keep the recipe with the lowest
+    mean validation NLL over the teachers (``selection`` in results.json, with every candidate's validation
+    metrics); record its teachers' metrics. Returns the chosen checkpoint and the recipe's bundle overrides (the
+    students build their teachers with them)."""
     candidates = {}
-    for epochs in epoch_grid:
-        root = work / dataset / f"teachers_e{epochs}"
+    for recipe in recipes:
+        root = work / dataset / f"teachers_{recipe}"
         ckpt = root / "models" / "teachers.pt"
-        parser = _parser(dataset, root, teacher_epochs=epochs)
+        parser = _parser(dataset, root, **TEACHER_RECIPES[recipe])
         trained = run_stage(root, functools.partial(_run, parser, "run_teachers"), done=ckpt, clean=False,
-                            name=f"{dataset} teachers, {epochs} epochs")
+                            name=f"{dataset} teachers, recipe {recipe}")
         if trained.ran:
             seconds, iterations = trained.value
-            results.setdefault("timing", {})[f"{dataset}/teachers_e{epochs}"] = {"seconds": seconds, "iterations": iterations}
+            results.setdefault("timing", {})[f"{dataset}/teachers_{recipe}"] = {"seconds": seconds, "iterations": iterations}
         teachers = load_pretrained(parser.get_parsed_content("teachers"), ckpt)
-        candidates[epochs] = (ckpt, {
+        candidates[recipe] = (ckpt, {
             name: {**_evaluate(teachers[name], dataset), "parameters": sum(p.numel() for p in teachers[name].parameters())}
             for name in parser.get_parsed_content("teacher_names")
         })
-    nll = {e: statistics.mean(t["val_nll"] for t in m.values()) for e, (_, m) in candidates.items()}
+    nll = {r: statistics.mean(t["val_nll"] for t in m.values()) for r, (_, m) in candidates.items()}
     chosen = min(nll, key=nll.get)
-    results.setdefault("selection", {})[f"{dataset}/teacher_epochs"] = {
-        "rule": "lowest mean validation NLL of the three teachers", "mean_val_nll": nll, "chosen": chosen}
+    results.setdefault("selection", {})[f"{dataset}/teacher_recipe"] = {
+        "rule": "lowest mean validation NLL of the three teachers", "mean_val_nll": nll, "chosen": chosen,
+        "recipes": {r: TEACHER_RECIPES[r] for r in candidates},
+        "validation": {r: {n: {k: t[k] for k in ("val_nll", "val_auc", "val_accuracy")} for n, t in m.items()}
+                       for r, (_, m) in candidates.items()},
+    }
     results.setdefault("teachers", {})[dataset] = candidates[chosen][1]
     _save(results)
-    return candidates[chosen][0]
+    return candidates[chosen][0], TEACHER_RECIPES[chosen]
 
 
-def train_student(dataset: str, student: str, method: str, seed: int, work: Path, teachers: Path, epochs: dict) -> dict:
-    """Train one student through the bundle and return its record (plus the learned weights for MMKD)."""
+def train_student(dataset: str, student: str, method: str, seed: int, work: Path, teachers: Path, epochs: dict,
+                  recipe: dict | None = None) -> dict:
+    """Train one student through the bundle and return its record (plus the learned weights for MMKD); ``recipe``:
+    the teachers' recipe overrides (their architecture must match ``teachers``)."""
     root = work / dataset / f"seed{seed}" / student / method
-    override = {"seed": seed, "student": student, "teachers_ckpt": str(teachers), **epochs}
+    override = {**(recipe or {}), "seed": seed, "student": student, "teachers_ckpt": str(teachers), **epochs}
     override.update(METHOD_OVERRIDES.get(method, {}))
     parser = _parser(dataset, root, **override)
     stage = "run_student_alone" if method == "student_alone" else "run_student"
@@ -292,6 +327,7 @@ def render(results: dict) -> str:
             grid = ", ".join(f"{e}: {v:.3f}" for e, v in chosen["mean_val_nll"].items())
             lines += ["", f"Teachers trained {chosen['chosen']} epochs, chosen by the lowest mean validation NLL of the "
                           f"three teachers (epochs: NLL = {grid})."]
+        lines += _recipe_lines(results.get("selection", {}).get(f"{dataset}/teacher_recipe"))
         if teachers:
             lines += ["", "| teacher | parameters | val NLL | val ACC | val AUC | test AUC | test ACC |", "|---|---|---|---|---|---|---|"]
             for name, t in teachers.items():
@@ -333,9 +369,25 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _recipe_lines(selection: dict | None) -> list[str]:
+    """The teacher recipe search of one dataset: every candidate's validation NLL / AUC / ACC per teacher."""
+    if not selection:
+        return []
+    lines = ["", f"Teacher recipe chosen by the lowest mean validation NLL of the three teachers: **{selection['chosen']}**.",
+             "", "| recipe | overrides | mean val NLL | " + " | ".join(
+                 f"{n} val NLL / AUC / ACC" for n in next(iter(selection["validation"].values()))) + " |",
+             "|---|---|---|" + "---|" * len(next(iter(selection["validation"].values())))]
+    for recipe, teachers in selection["validation"].items():
+        overrides = ", ".join(f"`{k.split('#', 1)[-1]}={json.dumps(v)}`" for k, v in selection["recipes"][recipe].items())
+        cells = " | ".join(f"{t['val_nll']:.3f} / {t['val_auc']:.3f} / {t['val_accuracy']:.3f}" for t in teachers.values())
+        lines.append(f"| {recipe} | {overrides} | {selection['mean_val_nll'][recipe]:.3f} | {cells} |")
+    return lines
+
+
 def _default_run_seconds(results: dict) -> float | None:
     """Seconds of the three stages of the default bundle run, from the PneumoniaMNIST records."""
-    teachers = results.get("timing", {}).get("pneumoniamnist/teachers_e10")
+    recipe = results.get("selection", {}).get("pneumoniamnist/teacher_recipe", {}).get("chosen")
+    teachers = results.get("timing", {}).get(f"pneumoniamnist/teachers_{recipe}" if recipe else "pneumoniamnist/teachers_e10")
     stages = [r["seconds"] for r in results["runs"] if r["dataset"] == "pneumoniamnist" and r["student"] == "large"
               and r["seed"] == 0 and r["method"] in ("student_alone", "mmkd_logits_features")]
     return teachers["seconds"] + sum(stages) if teachers and len(stages) == 2 else None
@@ -385,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/mmkd_evidence"), help="checkpoints (never in git)")
     ap.add_argument("--breast-student-epochs", type=int, default=20)
     ap.add_argument("--teachers-only", action="store_true", help="train and select the teachers, no students")
+    ap.add_argument("--teacher-recipes", nargs="+", default=None, choices=sorted(TEACHER_RECIPES),
+                    help="candidate teacher recipes (default: TEACHER_RECIPE_GRID of each dataset)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="bundle overrides for every run")
     ap.add_argument("--out", type=Path, default=None, help="write results.json, README section and plot here instead")
     args = ap.parse_args(argv)
@@ -403,13 +457,14 @@ def main(argv: list[str] | None = None) -> None:
         done = {_key(r) for r in results["runs"]}
         for seed in args.seeds:  # seed-major: a partial run has complete comparisons for its first seeds
             for dataset in args.datasets:
-                teachers = train_teachers(dataset, args.work, results, TEACHER_EPOCH_GRID[dataset])
+                recipes = args.teacher_recipes or TEACHER_RECIPE_GRID[dataset]
+                teachers, recipe = train_teachers(dataset, args.work, results, recipes)
                 epochs = {"max_epochs": args.breast_student_epochs} if dataset == "breastmnist" else {}
                 for student in [] if args.teachers_only else args.students:
                     for method in args.methods:
                         if (dataset, student, method, seed) in done:
                             continue
-                        record = train_student(dataset, student, method, seed, args.work, teachers, epochs)
+                        record = train_student(dataset, student, method, seed, args.work, teachers, epochs, recipe)
                         results["runs"].append(record)
                         report(results)
                         logger.info("%s %s %s seed %d: test AUC %.3f ACC %.3f (val NLL %.3f) in %.0f s", dataset,

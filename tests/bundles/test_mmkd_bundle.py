@@ -6,6 +6,8 @@ import json
 
 import pytest
 import torch
+
+import monai_kd.data
 from monai.bundle import ConfigParser, run
 
 from conftest import REPO, load_script
@@ -87,6 +89,28 @@ def test_quiz_role_is_disjoint_from_the_student_training_data(data_dir):
     assert quiz and not train & quiz
 
 
+def test_quiz_list_of_a_users_datalist_is_the_bundles_quiz(tmp_path, data_dir):
+    """``--datalist my.json`` with a ``quiz`` list: those items (disjoint from training) are the quiz role."""
+    from PIL import Image
+
+    items = monai_kd.data.medmnist_datalist(data_dir / "breastmnist", "train")[:24]
+    (tmp_path / "img").mkdir()
+    entries = []
+    for k, it in enumerate(items):
+        Image.fromarray((it["image"][0] * 255).round().astype("uint8")).save(tmp_path / "img" / f"{k}.png")
+        entries.append({"image": f"img/{k}.png", "label": int(it["label"])})
+    datalist = tmp_path / "my.json"
+    datalist.write_text(json.dumps({"training": entries[:16], "quiz": entries[16:20], "validation": entries[20:],
+                                    "test": entries[20:]}))
+    parser = _trainer(data_dir, datalist=str(datalist))
+    parser.update({"full_train_datalist": {"_target_": "monai_kd.data.role_items", "provider": "@data", "role": "train"}})
+    names = {key: [it["path"].rsplit("/", 1)[-1] for it in parser.get_parsed_content(key)]
+             for key in ("quiz_datalist", "train_datalist")}
+    assert names["quiz_datalist"] == ["16.png", "17.png", "18.png", "19.png"]
+    assert names["train_datalist"] == [f"{k}.png" for k in range(16)]
+    assert parser.get_parsed_content("quiz_datalist")[0]["image"].shape == (1, 28, 28)
+
+
 @pytest.mark.slow
 def test_3d_configuration_runs_every_stage_on_adrenalmnist3d(tmp_path, data_dir):
     tiny_3d = {**TINY, "batch_size": 8, "quiz_batch_size": 8,
@@ -123,7 +147,7 @@ def test_evidence_script_records_the_issue_keys_and_resumes(tmp_path, data_dir):
     ev = load_script("mmkd_evidence")
     args = ["--datasets", "breastmnist", "--students", "small", "--methods", "student_alone", "mmkd_logits_features",
             "--seeds", "0", "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
-            "--breast-student-epochs", "1", "--set", "teacher_epochs=1",
+            "--breast-student-epochs", "1", "--teacher-recipes", "legacy_e20", "stem1bn_e20", "--set", "teacher_epochs=1",
             'full_train_datalist="$monai_kd.data.medmnist_datalist(@dataset_dir, \'train\', @dataset_file, fraction=0.2)"']
     ev.main(args)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -132,7 +156,46 @@ def test_evidence_script_records_the_issue_keys_and_resumes(tmp_path, data_dir):
         assert {"dataset", "student", "method", "seed", "accuracy", "auc"} <= set(r)
     assert set(results["runs"][1]["weights"]) == {"resnet", "densenet", "cnn"}
     assert "breastmnist" in results["teachers"] and (tmp_path / "out" / "mmkd_weights.png").is_file()
+    # the teacher recipe is chosen on mean validation NLL, every candidate's validation metrics kept; the students
+    # were built with the chosen recipe's teacher architecture (else its checkpoint would not have loaded)
+    selection = results["selection"]["breastmnist/teacher_recipe"]
+    nll = {r: sum(t["val_nll"] for t in v.values()) / 3 for r, v in selection["validation"].items()}
+    assert set(nll) == {"legacy_e20", "stem1bn_e20"} and selection["chosen"] == min(nll, key=nll.get)
+    assert nll == pytest.approx(selection["mean_val_nll"])
+    assert selection["recipes"]["legacy_e20"]["teachers_def#resnet#conv1_t_stride"] == 2
+    assert results["teachers"]["breastmnist"]["cnn"]["val_nll"] == selection["validation"][selection["chosen"]]["cnn"]["val_nll"]
     assert "student_alone" in (tmp_path / "out" / "README.md").read_text()
     ev.main(args)  # resumed: nothing retrained, nothing duplicated
     again = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in results["runs"]]
+
+
+def test_evidence_prints_every_teacher_recipe_with_its_validation_numbers():
+    ev = load_script("mmkd_evidence")
+    val = lambda nll: {"val_nll": nll, "val_auc": 0.9, "val_accuracy": 0.85}  # noqa: E731
+    selection = {"chosen": "b", "mean_val_nll": {"a": 0.4, "b": 0.3},
+                 "recipes": {"a": {"teachers_def#resnet#conv1_t_stride": 2, "teacher_epochs": 20}, "b": {"teacher_epochs": 20}},
+                 "validation": {"a": {"resnet": val(0.5), "cnn": val(0.3)}, "b": {"resnet": val(0.25), "cnn": val(0.35)}}}
+    lines = ev._recipe_lines(selection)
+    assert "**b**" in lines[1]
+    assert lines[3] == "| recipe | overrides | mean val NLL | resnet val NLL / AUC / ACC | cnn val NLL / AUC / ACC |"
+    assert lines[5] == "| a | `resnet#conv1_t_stride=2`, `teacher_epochs=20` | 0.400 | 0.500 / 0.900 / 0.850 | 0.300 / 0.900 / 0.850 |"
+    assert ev._recipe_lines(None) == []
+    for recipe, overrides in ev.TEACHER_RECIPES.items():  # every recipe is a set of keys the bundle has
+        assert all(k.split("#")[0] in json.loads((BUNDLE / "configs" / "train.json").read_text()) for k in overrides), recipe
+    for dataset, grid in ev.TEACHER_RECIPE_GRID.items():
+        assert set(grid) <= set(ev.TEACHER_RECIPES), dataset
+
+
+@pytest.mark.parametrize("dataset, files, recipe", [
+    ("pneumoniamnist", ["train.json"], "stem1bn_e12"),
+    ("breastmnist", ["train.json", "train_breastmnist.json"], "stem1bn_e20_lr1e3"),
+])
+def test_bundle_defaults_are_the_chosen_teacher_recipes(dataset, files, recipe):
+    """The recipes the validation search chose (README's generated tables) are what the bundle trains by default."""
+    ev = load_script("mmkd_evidence")
+    assert recipe in ev.TEACHER_RECIPE_GRID[dataset]
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / f) for f in files])
+    for key, value in ev.TEACHER_RECIPES[recipe].items():
+        assert parser.get_parsed_content(key) == value, key

@@ -429,6 +429,22 @@ def report(results: dict) -> None:
     plot(results)
 
 
+def stale_records(results: dict, datasets: list[str]) -> str | None:
+    """Why ``results`` cannot be resumed, or ``None``: student records whose teachers predate the recipe search.
+
+    Records made before ``TEACHER_RECIPE_GRID`` existed carry a ``<dataset>/teacher_epochs`` selection and no
+    ``<dataset>/teacher_recipe``: their students learned from the legacy teachers, and resuming would skip them and
+    mix them with students of the new teachers in one table.
+    """
+    selection = results.get("selection", {})
+    legacy = [d for d in datasets if any(r["dataset"] == d for r in results.get("runs", []))
+              and f"{d}/teacher_recipe" not in selection]
+    if not legacy:
+        return None
+    return (f"{RESULTS} holds student records of {', '.join(legacy)} made with the legacy teachers (no teacher recipe "
+            f"selection): move it aside (e.g. to results_legacy_teachers.json) and run again to start afresh.")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = evidence_parser(__doc__, report_only="re-render tables and plot from results.json")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
@@ -454,6 +470,9 @@ def main(argv: list[str] | None = None) -> None:
     results = RecordStore(RESULTS, _key).results
     results.setdefault("protocol", {})["description"] = protocol_text(__doc__, "Writes ")
     if not args.report_only:
+        stale = stale_records(results, args.datasets)
+        if stale:
+            raise SystemExit(stale)
         done = {_key(r) for r in results["runs"]}
         for seed in args.seeds:  # seed-major: a partial run has complete comparisons for its first seeds
             for dataset in args.datasets:

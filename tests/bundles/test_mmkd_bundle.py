@@ -199,3 +199,17 @@ def test_bundle_defaults_are_the_chosen_teacher_recipes(dataset, files, recipe):
     parser.read_config([str(BUNDLE / "configs" / f) for f in files])
     for key, value in ev.TEACHER_RECIPES[recipe].items():
         assert parser.get_parsed_content(key) == value, key
+
+
+def test_records_of_the_legacy_teachers_are_never_resumed():
+    ev = load_script("mmkd_evidence")
+    run = {"dataset": "breastmnist", "student": "small", "method": "uniform", "seed": 0}
+    legacy = {"runs": [run], "selection": {"breastmnist/teacher_epochs": {"chosen": 20}}}
+    assert "legacy teachers" in ev.stale_records(legacy, ["breastmnist"])
+    assert ev.stale_records(legacy, ["pneumoniamnist"]) is None  # no records of that dataset
+    fresh = {"runs": [run], "selection": {"breastmnist/teacher_recipe": {"chosen": "stem1bn_e20_lr1e3"}}}
+    assert ev.stale_records(fresh, ["breastmnist"]) is None
+    # the committed records predate the recipe search: a plain resume must stop, not mix them with new students
+    committed = json.loads((REPO / "bundles" / "mmkd" / "docs" / "results.json").read_text())
+    if not any(k.endswith("/teacher_recipe") for k in committed.get("selection", {})):
+        assert ev.stale_records(committed, ["breastmnist", "pneumoniamnist"]) is not None

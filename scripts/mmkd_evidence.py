@@ -22,7 +22,9 @@ Rules fixed before any test number was seen:
   loss; every other method trains on the whole training split, so all methods see the same labelled images;
 - "teachers clearly better than the students" is checked on validation only: each teacher's validation NLL and
   accuracy against each student alone's (``teacher_check`` in ``results.json``);
-- test metrics are computed once per trained model and never feed back into any choice.
+- test metrics are computed once per trained model and never feed back into any choice;
+- every model is scored from its checkpoint by the bundle's own ``configs/evaluate.json`` (run id
+  ``run_checkpoint``, ``eval_split`` test and val; a teacher by ``--eval_network @teachers --eval_member NAME``).
 
 Writes ``bundles/mmkd/docs/results.json``: ``runs`` (one record per student: ``dataset``, ``student``, ``method``,
 ``seed``, ``accuracy``, ``auc`` on the test split, validation ``val_accuracy``/``val_auc``/``val_nll``,
@@ -56,13 +58,13 @@ from monai.bundle import ConfigParser
 
 from monai_kd.data import medmnist_datalist
 from monai_kd.evidence import SPECS, RecordStore, ci, evidence_parser, paired, protocol_text, run_stage, setup_logging
-from monai_kd.evidence.evaluate import classification_scores, predict_logits
-from monai_kd.networks import load_pretrained
+from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.reporting import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "mmkd"
 CONFIGS = BUNDLE / "configs"
+META = str(CONFIGS / "metadata.json")
 RESULTS = BUNDLE / "docs" / "results.json"
 README = BUNDLE / "docs" / "README.md"
 PLOT = BUNDLE / "docs" / "mmkd_weights.png"
@@ -110,6 +112,11 @@ TEACHER_RECIPE_GRID = {
                     "stem1bn_e20_lr1e3"],
 }
 TARGETS = {"pneumoniamnist": (0.97, 0.90), "breastmnist": (0.92, 0.87)}  # (AUC, ACC) of the issue
+#: evaluate.json's metrics -> record fields, per split (the names the records have always had)
+METRICS = {
+    "test": {"test_acc": "accuracy", "test_auc": "auc", "test_nll": "test_nll"},
+    "val": {"test_acc": "val_accuracy", "test_auc": "val_auc", "test_nll": "val_nll"},
+}
 
 logger = logging.getLogger("mmkd_evidence")
 
@@ -120,14 +127,21 @@ def _key(record: dict) -> tuple:
 
 #: extra bundle overrides for every run (``--set``), e.g. a quick check with one epoch
 EXTRA: dict = {}
+#: each teacher checkpoint's scores (``train_teachers``), by checkpoint path
+_TEACHER_SCORES: dict[Path, dict] = {}
+
+
+def _configs(dataset: str) -> list[str]:
+    """The bundle's training configs of ``dataset`` (BreastMNIST layers ``train_breastmnist.json``)."""
+    files = [str(CONFIGS / "train.json")]
+    if dataset == "breastmnist":
+        files.append(str(CONFIGS / "train_breastmnist.json"))
+    return files
 
 
 def _parser(dataset: str, root: Path, **override) -> ConfigParser:
     parser = ConfigParser()
-    files = [str(CONFIGS / "train.json")]
-    if dataset == "breastmnist":
-        files.append(str(CONFIGS / "train_breastmnist.json"))
-    parser.read_config(files)
+    parser.read_config(_configs(dataset))
     parser.update({"bundle_root": str(root), "dataset_dir": str(DATA / dataset), **override, **EXTRA})
     return parser
 
@@ -142,20 +156,34 @@ def _run(parser: ConfigParser, stage: str) -> tuple[float, int]:
     return seconds, int(parser.get_parsed_content(trainer).state.iteration)
 
 
-def _logits(net: torch.nn.Module, items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.as_tensor(np.stack([i["image"] for i in items]))
-    y = torch.as_tensor(np.array([i["label"] for i in items]))
-    return predict_logits(net, x, 256), y
+def _evaluate(dataset: str, root: Path, checkpoint: Path, network: str = "@network_def", member: str | None = None,
+              **override) -> dict[str, float]:
+    """Test and validation scores of one checkpoint through the bundle's ``evaluate.json`` (run id
+    ``run_checkpoint``, as ``monai-kd evaluate`` runs it), written to ``root/eval/{,val_}metrics.json``.
 
+    Args:
+        dataset: the MedMNIST dataset (its configs and data folder).
+        root: the run folder the evaluation writes into.
+        checkpoint: the file to evaluate (``--eval_checkpoint``).
+        network: the config reference of the network it fills (``--eval_network``), e.g. ``@teachers``.
+        member: the model of that network's ``ModuleDict`` to score (``--eval_member``), e.g. a teacher's name.
+        override: bundle overrides the network needs (the student size, a teacher recipe).
 
-def _scores(logits: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    return classification_scores(logits, y)
-
-
-def _evaluate(net: torch.nn.Module, dataset: str) -> dict[str, float]:
-    test = _scores(*_logits(net, medmnist_datalist(DATA / dataset, "test")))
-    val = {f"val_{k}": v for k, v in _scores(*_logits(net, medmnist_datalist(DATA / dataset, "val"))).items()}
-    return {"accuracy": test["accuracy"], "auc": test["auc"], "test_nll": test["nll"], **val}
+    Returns:
+        ``accuracy``, ``auc``, ``test_nll``, ``val_accuracy``, ``val_auc``, ``val_nll`` and ``parameters``.
+    """
+    configs = [*_configs(dataset), str(CONFIGS / "evaluate.json")]
+    chosen = {"eval_member": member} if member else {}
+    scores: dict[str, float] = {}
+    for split, names in METRICS.items():
+        prefix = "" if split == "test" else f"{split}_"
+        metrics = evaluate_bundle(configs, root, f"{prefix}metrics.json", run_id="run_checkpoint", meta_file=META,
+                                  dataset_dir=str(DATA / dataset), eval_split=split, eval_checkpoint=str(checkpoint),
+                                  eval_network=network, **chosen, **{**override, **EXTRA})
+        found = metrics[member or checkpoint.stem]
+        scores.update({name: found[metric] for metric, name in names.items()})
+    scores["parameters"] = found["parameters"]
+    return scores
 
 
 def train_teachers(dataset: str, work: Path, results: dict, recipes: list[str]) -> tuple[Path, dict]:
@@ -173,11 +201,10 @@ def train_teachers(dataset: str, work: Path, results: dict, recipes: list[str]) 
         if trained.ran:
             seconds, iterations = trained.value
             results.setdefault("timing", {})[f"{dataset}/teachers_{recipe}"] = {"seconds": seconds, "iterations": iterations}
-        teachers = load_pretrained(parser.get_parsed_content("teachers"), ckpt)
-        candidates[recipe] = (ckpt, {
-            name: {**_evaluate(teachers[name], dataset), "parameters": sum(p.numel() for p in teachers[name].parameters())}
-            for name in parser.get_parsed_content("teacher_names")
-        })
+        if ckpt not in _TEACHER_SCORES:  # scored once per process (train_teachers runs for every seed)
+            _TEACHER_SCORES[ckpt] = {name: _evaluate(dataset, root, ckpt, "@teachers", name, **TEACHER_RECIPES[recipe])
+                                     for name in parser.get_parsed_content("teacher_names")}
+        candidates[recipe] = (ckpt, _TEACHER_SCORES[ckpt])
     nll = {r: statistics.mean(t["val_nll"] for t in m.values()) for r, (_, m) in candidates.items()}
     chosen = min(nll, key=nll.get)
     results.setdefault("selection", {})[f"{dataset}/teacher_recipe"] = {
@@ -201,11 +228,12 @@ def train_student(dataset: str, student: str, method: str, seed: int, work: Path
     parser = _parser(dataset, root, **override)
     stage = "run_student_alone" if method == "student_alone" else "run_student"
     seconds, iterations = _run(parser, stage)
-    key = "student_alone#network_avg" if method == "student_alone" else "train#network_avg"
-    net = parser.get_parsed_content(key)
-    record = {"dataset": dataset, "student": student, "method": method, "seed": seed, **_evaluate(net, dataset)}
-    record.update(parameters=sum(p.numel() for p in net.parameters()), seconds=seconds,
-                  seconds_per_iteration=seconds / max(iterations, 1), epochs=parser.get_parsed_content("max_epochs"))
+    # the checkpoint the stage saved on completion: its SWA average, BatchNorm recomputed (what was validated)
+    ckpt = Path(parser.get_parsed_content("student_alone_ckpt" if method == "student_alone" else "student_ckpt"))
+    record = {"dataset": dataset, "student": student, "method": method, "seed": seed,
+              **_evaluate(dataset, root, ckpt, student=student)}
+    record.update(seconds=seconds, seconds_per_iteration=seconds / max(iterations, 1),
+                  epochs=parser.get_parsed_content("max_epochs"))
     if method.startswith("mmkd"):
         record["weights"] = _learned_weights(parser, dataset)
     return record

@@ -4,10 +4,9 @@
 
 :func:`evaluate_bundle` runs ``[train.json, evaluate.json]`` of a bundle into a run folder, exactly as
 ``monai-kd evaluate`` does (or another run id of it, e.g. ``run_checkpoint`` for one checkpoint file), and returns the
-metrics file it wrote; the kd, kdml, weckd and emtkd evidence score their models this way (accuracy, ROC AUC,
+metrics file it wrote; the kd, kdml, weckd, emtkd and mmkd evidence score their models this way (accuracy, ROC AUC,
 validation NLL, ECE, Dice from the bundles' own metrics). :func:`classification_scores` gives the same
-classification scores from logits in-process, for a protocol whose bundle does not report them yet (mmkd) and for
-tests that check the bundles' numbers against it.
+classification scores from logits in-process, for the tests that check the bundles' numbers against it.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_evaluate_reports_teachers_and_students_on_test_split(trained, data_dir)
     metrics = json.loads((trained / "eval" / "metrics.json").read_text())
     assert set(metrics) == {"teacher_resnet", "teacher_densenet", "teacher_cnn", "student_alone", "student_mmkd"}
     for entry in metrics.values():
-        assert 0.0 <= entry["test_auc"] <= 1.0 and 0.0 <= entry["test_acc"] <= 1.0
+        assert 0.0 <= entry["test_auc"] <= 1.0 and 0.0 <= entry["test_acc"] <= 1.0 and entry["test_nll"] > 0.0
     assert metrics["student_mmkd"]["parameters"] * 20 <= 11_172_162  # at most 1/20 of ResNet-18
     # the model card comes from this evaluation's per-sample predictions
     card = json.loads((trained / "eval" / "model_card.json").read_text())
@@ -60,6 +60,51 @@ def test_evaluate_reports_teachers_and_students_on_test_split(trained, data_dir)
     assert card["training_data"]["splits"]["test"]["images"] == 156 and "CC BY 4.0" in card["licence"]["training_data"]
     assert card["input_contract"]["modality"] == ["DX", "CR"] and card["card_version"].startswith("0.1.0+card.")
 
+
+def test_evaluate_on_the_validation_split(trained, data_dir):
+    """``--eval_split val``: every model on the validation split into ``eval/val_metrics.json``, no model card."""
+    _run("run", trained, data_dir / "breastmnist", config=[CONFIG, str(BUNDLE / "configs" / "evaluate.json")],
+         eval_split="val", output_dir=str(trained / "eval_val"), **TINY)
+    metrics = json.loads((trained / "eval_val" / "val_metrics.json").read_text())
+    assert set(metrics) == {"teacher_resnet", "teacher_densenet", "teacher_cnn", "student_alone", "student_mmkd"}
+    assert len(json.loads((trained / "eval_val" / "val_predictions.json").read_text())["student_alone"]["labels"]) == 78
+    assert not (trained / "eval_val" / "model_card.json").exists()
+
+
+@pytest.mark.parametrize("checkpoint, member", [("teachers.pt", "cnn"), ("student_alone.pt", None), ("model.pt", None)])
+def test_evidence_scores_through_evaluate_json_as_in_process(trained, tmp_path, data_dir, checkpoint, member):
+    """``scripts/mmkd_evidence.py`` scores one checkpoint with ``evaluate.json`` (``run_checkpoint``; a teacher by
+    ``--eval_network @teachers --eval_member NAME``): the record fields it always had, equal to the scores the
+    script computed in-process before (logits of the network on the MedMNIST split, ``classification_scores``)."""
+    import numpy as np
+
+    from monai_kd.evidence.evaluate import classification_scores, predict_logits
+    from monai_kd.networks import load_pretrained
+
+    ev = load_script("mmkd_evidence")
+    ckpt = trained / "models" / checkpoint
+    got = (ev._evaluate("breastmnist", tmp_path, ckpt, "@teachers", member) if member
+           else ev._evaluate("breastmnist", tmp_path, ckpt, student="large"))
+    assert list(got) == ["accuracy", "auc", "test_nll", "val_accuracy", "val_auc", "val_nll", "parameters"]
+    committed = json.loads((BUNDLE / "docs" / "results.json").read_text())
+    assert list(got) == list(committed["teachers"]["breastmnist"]["resnet"])  # the fields of the records on file
+    parser = ConfigParser()
+    parser.read_config(CONFIG)
+    if member:
+        net = load_pretrained(parser.get_parsed_content("teachers"), ckpt)[member]
+    else:
+        net = load_pretrained(parser.get_parsed_content("network_def"), ckpt)
+    for split, names in (("test", ("accuracy", "auc", "test_nll")), ("val", ("val_accuracy", "val_auc", "val_nll"))):
+        items = monai_kd.data.medmnist_datalist(data_dir / "breastmnist", split)
+        x = torch.as_tensor(np.stack([i["image"] for i in items]))
+        y = torch.as_tensor(np.array([i["label"] for i in items]))
+        expected = classification_scores(predict_logits(net, x, 256), y)
+        for name, metric in zip(names, ("accuracy", "auc", "nll")):
+            assert got[name] == pytest.approx(expected[metric], abs=1e-5), (split, name)
+    assert got["parameters"] == sum(p.numel() for p in net.parameters())
+    name = member or ckpt.stem
+    assert set(json.loads((tmp_path / "eval" / "val_metrics.json").read_text())) == {name}
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())[name]["test_nll"] == got["test_nll"]
 
 def _trainer(data_dir, **override):
     parser = ConfigParser()

@@ -1,17 +1,14 @@
 """The handler list of a training stage whose network is one model or a dict of models trained together (MMKD's
-three teachers), each weight-averaged on its own."""
+three teachers), each weight-averaged on its own: :func:`~monai_kd.handlers.stage_handlers`, under the name the
+mmkd configs use."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler, ValidationHandler, from_engine
-from monai.utils import optional_import
 from torch import nn
 
-from monai_kd.handlers.weight_averaging import WeightAveraging
-
-ProgressBar, _ = optional_import("ignite.handlers", name="ProgressBar")
+from monai_kd.handlers.stage import stage_handlers
 
 __all__ = ["averaged_stage_handlers"]
 
@@ -28,13 +25,9 @@ def averaged_stage_handlers(
     bn_max_batches: int | None = None,
     val_interval: int = 1,
 ) -> list:
-    """:func:`~monai_kd.handlers.stage_handlers` with one SWA :class:`~monai_kd.handlers.WeightAveraging` per model.
-
-    When ``network`` is an ``nn.ModuleDict`` (several models trained by one engine), each of its models is averaged
-    into the model of the same name in ``averaged`` and recomputes its own BatchNorm statistics (a dict of models
-    has no forward). The order is that of ``stage_handlers``: the averaging handler(s) (BatchNorm recomputed on at
-    most ``bn_max_batches`` training batches), learning-rate schedule, validation, the epoch loss logged as
-    ``<name>_loss``, progress bar and the checkpoint of ``averaged`` (``ckpt_dir/ckpt_name``).
+    """:func:`~monai_kd.handlers.stage_handlers` without per-iteration logs: one SWA
+    :class:`~monai_kd.handlers.WeightAveraging` per model of an ``nn.ModuleDict`` ``network``, then the learning-rate
+    schedule, validation, the epoch loss, progress bar and the checkpoint of ``averaged``.
 
     Args:
         name: the stage's name (logger, progress bar, checkpoint name by default).
@@ -48,15 +41,6 @@ def averaged_stage_handlers(
         bn_max_batches: at most this many training batches for each BatchNorm recomputation (``None``: all).
         val_interval: validation every this many epochs.
     """
-    pairs = ([(network[k], averaged[k]) for k in network] if isinstance(network, nn.ModuleDict)
-             else [(network, averaged)])
-    return [
-        *(WeightAveraging(net, avg, mode="swa", start_fraction=swa_start_fraction, bn_max_batches=bn_max_batches)
-          for net, avg in pairs),
-        LrScheduleHandler(lr_scheduler=lr_scheduler, print_lr=False),
-        ValidationHandler(validator=validator, epoch_level=True, interval=val_interval),
-        StatsHandler(tag_name=f"{name}_loss", output_transform=from_engine(["loss"], first=True), iteration_log=False),
-        ProgressBar(persist=True, desc=name),
-        CheckpointSaver(save_dir=ckpt_dir, save_dict={"model": averaged}, save_final=True,
-                        final_filename=ckpt_name or f"{name}.pt", save_interval=0),
-    ]
+    return stage_handlers(name, network, averaged, lr_scheduler, validator, ckpt_dir,
+                          swa_start_fraction=swa_start_fraction, val_interval=val_interval, ckpt_name=ckpt_name,
+                          bn_max_batches=bn_max_batches)

@@ -32,11 +32,15 @@ def stage_handlers(
     log_interval: int = 20,
     scalar_keys: Sequence[str] | None = None,
     ckpt_name: str | None = None,
+    bn_max_batches: int | None = None,
 ) -> list:
     """Handlers of one training stage, in the order they must attach.
 
     1. :class:`~monai_kd.handlers.WeightAveraging` (SWA of ``network`` into ``averaged`` from ``swa_start_fraction``
-       of the epochs on; BatchNorm statistics recomputed on ``bn_loaders``) -- before anything reads ``averaged``;
+       of the epochs on; BatchNorm statistics recomputed on ``bn_loaders``) -- before anything reads ``averaged``.
+       When ``network`` is an ``nn.ModuleDict`` (several models trained by one engine, as MMKD's teachers), each of
+       its models is averaged into the model of the same name in ``averaged`` by its own handler (a dict of models
+       has no forward, so each recomputes its own BatchNorm statistics);
     2. MONAI's ``LrScheduleHandler`` (no printing) and ``ValidationHandler`` (``validator`` every ``val_interval``
        epochs);
     3. a ``StatsHandler`` logging the epoch loss as ``<name>_loss`` (logger ``name``);
@@ -59,9 +63,13 @@ def stage_handlers(
         log_interval: iterations between per-iteration log entries.
         scalar_keys: engine outputs logged besides the losses.
         ckpt_name: checkpoint file name; default ``<name>.pt``.
+        bn_max_batches: at most this many training batches per BatchNorm recomputation (``None``: all).
     """
+    pairs = ([(network[k], averaged[k]) for k in network] if isinstance(network, nn.ModuleDict)
+             else [(network, averaged)])
     handlers: list = [
-        WeightAveraging(network, averaged, mode="swa", bn_loaders=bn_loaders, start_fraction=swa_start_fraction),
+        *(WeightAveraging(net, avg, mode="swa", bn_loaders=bn_loaders, start_fraction=swa_start_fraction,
+                          bn_max_batches=bn_max_batches) for net, avg in pairs),
         LrScheduleHandler(lr_scheduler=lr_scheduler, print_lr=False),
         ValidationHandler(validator=validator, epoch_level=True, interval=val_interval),
         StatsHandler(name=name, tag_name=f"{name}_loss", output_transform=from_engine(["loss"], first=True),

@@ -16,7 +16,7 @@ from monai_kd.engines.teacher_methods import (
     weighting_signal,
 )
 from monai_kd.handlers import WeightAveraging
-from monai_kd.handlers.multi_model_stage import averaged_stage_handlers
+from monai_kd.handlers import stage_handlers
 from monai_kd.networks import MetaWeightNetwork
 
 FEATURES = dict(num_teachers=2, num_classes=3, teacher_layers=["a", "b"], teacher_channels=[4, 5], student_layer="s",
@@ -58,13 +58,13 @@ def test_each_model_of_a_dict_is_averaged_on_its_own_before_validation():
     avg = nn.ModuleDict({"a": nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), "b": nn.Linear(2, 3)})
     opt = torch.optim.SGD(nets.parameters(), lr=0.1)
     sched = torch.optim.lr_scheduler.StepLR(opt, 1)
-    handlers = averaged_stage_handlers("teachers", nets, avg, sched, validator=None, ckpt_dir="/tmp", ckpt_name="t.pt",
-                                       bn_max_batches=3)
+    handlers = stage_handlers("teachers", nets, avg, sched, validator=None, ckpt_dir="/tmp", ckpt_name="t.pt",
+                             bn_max_batches=3)
     averaging = [h for h in handlers if isinstance(h, WeightAveraging)]
     assert handlers[:2] == averaging and [h.network for h in averaging] == [nets["a"], nets["b"]]
     assert [h.averaged for h in averaging] == [avg["a"], avg["b"]] and averaging[0].bn_max_batches == 3
     names = [type(h).__name__ for h in handlers[2:]]
     assert names == ["LrScheduleHandler", "ValidationHandler", "StatsHandler", "ProgressBar", "CheckpointSaver"]
     assert handlers[-1]._final_filename == "t.pt"
-    single = averaged_stage_handlers("student", nets["b"], avg["b"], sched, validator=None, ckpt_dir="/tmp")
+    single = stage_handlers("student", nets["b"], avg["b"], sched, validator=None, ckpt_dir="/tmp")
     assert single[0].network is nets["b"] and len(single) == 6 and single[-1]._final_filename == "student.pt"

@@ -20,7 +20,27 @@ from typing import Any
 
 from monai_kd.io.atomic import atomic_paths
 
-__all__ = ["save_merged_results"]
+__all__ = ["merge_results", "save_merged_results"]
+
+
+def merge_results(results: dict[str, Any], other: dict[str, Any], key: Callable[[dict], Hashable]) -> None:
+    """Add to ``results`` (in place) the records and section entries of ``other`` that it lacks.
+
+    Args:
+        results: this process's results, with a ``runs`` list.
+        other: another copy of the results (e.g. the file on disk).
+        key: identity of a run record (records with equal keys are the same run).
+    """
+    known = {key(r) for r in results["runs"]}
+    for record in other.get("runs", []):
+        if key(record) not in known:
+            results["runs"].append(record)
+            known.add(key(record))
+    for name, section in other.items():
+        if name != "runs" and isinstance(section, dict) and isinstance(results.get(name, {}), dict):
+            mine = results.setdefault(name, {})
+            for entry, value in section.items():
+                mine.setdefault(entry, value)
 
 
 def save_merged_results(path: str | os.PathLike, results: dict[str, Any], key: Callable[[dict], Hashable]) -> None:
@@ -37,16 +57,6 @@ def save_merged_results(path: str | os.PathLike, results: dict[str, Any], key: C
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.is_file():
-            on_disk = json.loads(path.read_text())
-            known = {key(r) for r in results["runs"]}
-            for record in on_disk.get("runs", []):
-                if key(record) not in known:
-                    results["runs"].append(record)
-                    known.add(key(record))
-            for name, section in on_disk.items():
-                if name != "runs" and isinstance(section, dict) and isinstance(results.get(name, {}), dict):
-                    mine = results.setdefault(name, {})
-                    for entry, value in section.items():
-                        mine.setdefault(entry, value)
+            merge_results(results, json.loads(path.read_text()), key)
         with atomic_paths(path) as (tmp,):
             Path(tmp).write_text(json.dumps(results, indent=2) + "\n")

@@ -49,8 +49,8 @@ Paired gains carry their 95% confidence interval: the Student-t interval over se
 Example::
 
     python scripts/kdml_evidence.py --tasks classification segmentation --seeds 0 1 2   # many hours, resumable
-    # or one process per CPU core, sharing results.json (after seed 0 has recorded its grid):
-    python scripts/kdml_evidence.py --tasks classification --run-seeds 0 1 & python scripts/kdml_evidence.py --tasks classification --run-seeds 2
+    # or one process per CPU core, sharing the runs and results.json (each run is claimed by one process):
+    python scripts/kdml_evidence.py --tasks classification & python scripts/kdml_evidence.py --tasks classification
     python scripts/kdml_evidence.py --quick                                             # minutes
     python scripts/kdml_evidence.py --dry-run                                           # list what is left to run
     python scripts/kdml_evidence.py --report-only                                       # re-render from results.json
@@ -64,14 +64,14 @@ import logging
 import statistics
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from monai_kd.evidence import (SPECS, RecordStore, check_seeds, ci, evidence_parser, mean_std, paired_difference,
-                               protocol_text, run_bundle, run_stage, setup_logging)
+from monai_kd.evidence import (SPECS, Claimed, RecordStore, check_seeds, ci, claim, evidence_parser, mean_std,
+                               paired_difference, protocol_text, run_bundle, run_stage, setup_logging)
 from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.metrics import save_cka_heatmap
 from monai_kd.reporting import changes_table, markers, write_section
@@ -109,6 +109,7 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 logger = logging.getLogger("kdml_evidence")
+POLL_SECONDS = 30.0  # how often a process waiting for a run another process holds looks again
 
 
 class BudgetExhausted(RuntimeError):
@@ -234,8 +235,10 @@ class Evidence:
     def teacher(self, seed: int) -> None:
         """Train (or reuse) the seed's offline teacher and record its test metrics."""
         root = self.teacher_ckpt(seed).parents[1]
-        self._check_budget(root)
         evaluate = not self.recorded("teacher", None, seed)
+        if not evaluate and self.teacher_ckpt(seed).is_file():
+            return
+        self._check_budget(root)
         out = train_and_evaluate(self.task, "run_teacher", root, seed,
                                  self._overrides(regime="kd_off", teacher_ckpt=str(self.teacher_ckpt(seed))), evaluate)
         if evaluate:
@@ -267,10 +270,57 @@ class Evidence:
         self.save()  # may append other processes' records after this one
         logger.info("recorded %s", run)
 
+    def _shared(self, jobs: list[tuple[Path, Callable[[], Any]]], wait: bool,
+                until: Callable[[], bool] | None = None) -> dict[Path, Any]:
+        """Run each ``(run folder, job)`` under the folder's claim, so that processes sharing the results file split
+        the work.
+
+        A job another live process holds is skipped (``wait`` False: that process records it) or retried every
+        ``POLL_SECONDS`` until free (``wait`` True: it then finds the checkpoint and only evaluates). Each job runs
+        after the records are refreshed from disk and checks them itself.
+
+        Args:
+            jobs: ``(run folder, job)`` pairs.
+            wait: wait for the jobs other processes hold (True) or leave them to them (False).
+            until: stop waiting as soon as this is true (checked after refreshing the records).
+
+        Returns:
+            what each job returned, by run folder.
+        """
+        out: dict[Path, Any] = {}
+        pending = list(jobs)
+        while pending:
+            for job in list(pending):
+                root, run = job
+                try:
+                    with claim(root):
+                        self.store.refresh()
+                        out[root] = run()
+                except Claimed as e:
+                    if wait:
+                        continue
+                    logger.info("skip (another process records it): %s", e)
+                pending.remove(job)
+            if pending:
+                self.store.refresh()
+                if until is not None and until():
+                    break
+                time.sleep(POLL_SECONDS)
+        return out
+
+    def _teacher_ready(self, seed: int) -> None:
+        """Make sure the seed's offline teacher is trained (by this process, or by waiting for the one training it)."""
+        self._shared([(self.teacher_ckpt(seed).parents[1], lambda: self.teacher(seed))], wait=True)
+
     def select(self, seed: int) -> dict[str, float]:
-        """Choose ``kd_feature_weight`` and ``ml_feature_weight`` on validation (see the module docstring)."""
+        """Choose ``kd_feature_weight`` and ``ml_feature_weight`` on validation (see the module docstring).
+
+        Every process that needs the choice takes part: it trains the grid runs nobody holds and waits for the rest.
+        """
+        self.store.refresh()
         if "chosen" in self.results["selection"]:
             return self.results["selection"]["chosen"]
+        self._teacher_ready(seed)  # the kd_off grid distils from it
         metric, best = TASKS[self.task]["selection"]
         grid = QUICK_GRID if self.quick else FEATURE_GRID
         selection: dict[str, Any] = {
@@ -278,39 +328,62 @@ class Evidence:
                     "ml_feature_weight on ml V2; temperature 2 and unit task/KD/ML prediction weights fixed",
             "grid": [],
         }
+        runs = [(regime, key, w) for regime, key in (("kd_off", "kd_feature_weight"), ("ml", "ml_feature_weight"))
+                for w in grid]
+        jobs = {run: (self.work / f"seed{seed}" / f"grid_{run[0]}_V2_{run[1]}{run[2]:g}",
+                      functools.partial(self.students, run[0], "V2", seed, {run[1]: run[2]},
+                                        f"grid_{run[0]}_V2_{run[1]}{run[2]:g}")) for run in runs}
+        outs = self._shared(list(jobs.values()), wait=True, until=lambda: "chosen" in self.results["selection"])
+        if "chosen" in self.results["selection"]:  # another process finished the grid first
+            return self.results["selection"]["chosen"]
         chosen: dict[str, float] = {}
         for regime, key in (("kd_off", "kd_feature_weight"), ("ml", "ml_feature_weight")):
             scores = {}
-            for w in grid:
-                out = self.students(regime, "V2", seed, {key: w}, f"grid_{regime}_V2_{key}{w:g}")
-                scores[w] = statistics.mean(float(out["val"][s][metric]) for s in ("s1", "s2"))
-                selection["grid"].append({"regime": regime, "variant": "V2", key: w, f"val_{metric}": scores[w]})
+            for run in [r for r in runs if r[0] == regime]:
+                out = outs[jobs[run][0]]
+                scores[run[2]] = statistics.mean(float(out["val"][s][metric]) for s in ("s1", "s2"))
+                selection["grid"].append({"regime": regime, "variant": "V2", key: run[2], f"val_{metric}": scores[run[2]]})
             chosen[key] = best(scores, key=scores.get)
         selection["chosen"] = chosen
         self.results["selection"] = selection
         self.save()
         return chosen
 
-    def run_seed(self, seed: int, first: bool) -> None:
-        """Every run of one seed: teacher, student alone, (grid on the first seed,) the 12 combinations."""
-        if not first and "chosen" not in self.results["selection"]:  # checked before any training
-            raise RuntimeError(f"seed {seed}: the feature weights are chosen on the first seed's validation grid, "
-                               "which is not recorded yet; run the first seed first")
-        self.teacher(seed)
-        if not self.recorded("student_alone", None, seed):
-            self.students("ml", "V1", seed, {"ml_weight": 0.0, "ml_feature_weight": 0.0}, "student_alone",
-                          record_as=("student_alone", None))
-        chosen = self.select(seed) if first else self.results["selection"]["chosen"]
+    def baselines(self, seed: int) -> None:
+        """The seed's offline teacher and its two students alone (they need no grid); runs another process holds are
+        left to it."""
+        def alone() -> None:
+            if not self.recorded("student_alone", None, seed):
+                self.students("ml", "V1", seed, {"ml_weight": 0.0, "ml_feature_weight": 0.0}, "student_alone",
+                              record_as=("student_alone", None))
+
+        self._shared([(self.teacher_ckpt(seed).parents[1], lambda: self.teacher(seed)),
+                      (self.work / f"seed{seed}" / "student_alone", alone)], wait=False)
+
+    def combinations(self, seed: int, first_seed: int) -> None:
+        """The 12 regime x variant runs of one seed, with the feature weights chosen on ``first_seed``'s grid."""
+        chosen = self.select(first_seed)
+        self._teacher_ready(seed)
+        jobs = []
         for regime in REGIMES:
             for variant in VARIANTS:
-                if self.recorded(regime, variant, seed):
-                    continue
                 key = "kd_feature_weight" if regime == "kd_off" else "ml_feature_weight"
                 grid_id = f"grid_{regime}_V2_{key}{chosen[key]:g}"
                 # the chosen grid run of the first seed *is* this run: reuse its checkpoints
                 same = variant == "V2" and regime in ("kd_off", "ml") and (self.work / f"seed{seed}" / grid_id).is_dir()
-                self.students(regime, variant, seed, dict(chosen), grid_id if same else f"{regime}_{variant}",
-                              record_as=(regime, variant))
+                run_id = grid_id if same else f"{regime}_{variant}"
+
+                def job(regime: str = regime, variant: str = variant, run_id: str = run_id) -> None:
+                    if not self.recorded(regime, variant, seed):
+                        self.students(regime, variant, seed, dict(chosen), run_id, record_as=(regime, variant))
+
+                jobs.append((self.work / f"seed{seed}" / run_id, job))
+        self._shared(jobs, wait=False)
+
+    def run_seed(self, seed: int, first_seed: int) -> None:
+        """Every run of one seed: teacher, students alone, (the grid,) the 12 combinations."""
+        self.baselines(seed)
+        self.combinations(seed, first_seed)
 
     def plan(self, seeds: Sequence[int]) -> list[str]:
         """The runs not recorded yet, for ``--dry-run``."""
@@ -489,8 +562,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--budget-hours", type=float, default=None,
                         help="start no new training after this many hours (results so far are kept and rendered)")
     parser.add_argument("--run-seeds", nargs="+", type=int, default=None,
-                        help="train only these of --seeds in this process, so that several processes (one per CPU "
-                             "core) share the work and the results file; the first of --seeds holds the grid")
+                        help="train only these of --seeds in this process (default all); several processes (one per "
+                             "CPU core) may run the same command: each run is claimed by one of them, and the others "
+                             "skip it or, for the grid that every seed needs, wait for it")
     args = parser.parse_args(argv)
     work = args.work or REPO / "scripts" / "_work" / ("kdml_quick" if args.quick else "kdml")
     seeds = args.seeds[:1] if args.quick else args.seeds
@@ -513,10 +587,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.report_only and not output.is_file():
             logger.info("%s: no records in %s, nothing to render", task, output)
             continue
+        mine = [] if args.report_only else [s for s in seeds if args.run_seeds is None or s in args.run_seeds]
         try:
-            for seed in [] if args.report_only else seeds:
-                if args.run_seeds is None or seed in args.run_seeds:
-                    evidence.run_seed(seed, first=seed == seeds[0])
+            for seed in mine:  # the runs that need no grid first, so a second process never idles waiting for it
+                evidence.baselines(seed)
+            for seed in mine:
+                evidence.combinations(seed, first_seed=seeds[0])
         except BudgetExhausted as e:
             logger.info("%s: %s; rerun the same command to continue", task, e)
             stopped = True

@@ -65,6 +65,16 @@ class RecordStore:
         """Whether a run with the key of ``record`` (a full or partial record) is recorded."""
         return self.key(record) in self.done
 
+    def refresh(self) -> None:
+        """Merge in (without writing) what other processes sharing the results file recorded since."""
+        from monai_kd.results_file import merge_results  # imports monai_kd.io (MONAI): only when sharing
+
+        if self.output.is_file():
+            try:
+                merge_results(self.results, json.loads(self.output.read_text()), self.key)
+            except json.JSONDecodeError:  # written atomically, so only a foreign file is invalid: keep what we have
+                logger.warning("%s: not a valid results file; not merged", self.output)
+
     def save(self) -> None:
         """Write the results file, merging in the records and section entries other processes wrote since."""
         from monai_kd.results_file import save_merged_results  # imports monai_kd.io (MONAI): only when writing

@@ -309,14 +309,49 @@ def test_evidence_records_resume_and_tables(tmp_path):
     assert text.startswith("head\n") and text.endswith("tail\n") and "old" not in text and table in text
 
 
-def test_evidence_split_across_processes_needs_the_first_seeds_grid(tmp_path, capsys):
+def test_evidence_processes_share_the_runs_by_claims(tmp_path, capsys, monkeypatch):
+    """Two processes running the same command split the runs: a run another live process holds is left to it (it
+    records it), the grid every seed needs is waited for, and a claim whose process died is taken over."""
+    import subprocess
+    import sys
+
     ev = load_script("kdml_evidence")
     with pytest.raises(SystemExit):
         ev.main(["--tasks", "segmentation", "--seeds", "0", "1", "2", "--run-seeds", "3", "--work", str(tmp_path)])
     assert "--run-seeds [3] must be a subset of --seeds [0, 1, 2]" in capsys.readouterr().err
-    evidence = ev.Evidence("segmentation", tmp_path / "results.json", tmp_path)
-    test = {m: {"dice": 0.5, "iou": 0.4} for m in ("teacher", "s1", "s2", "ensemble")}
-    for regime in ("teacher", "student_alone"):  # recorded, so nothing is trained before the check below
-        evidence.results["runs"].append(ev.record("segmentation", regime, None, 2, test))
-    with pytest.raises(RuntimeError, match="first seed's validation grid"):
-        evidence.run_seed(2, first=False)
+
+    trained = []
+    scores = {0.1: 0.30, 1.0: 0.20, 10.0: 0.25}  # validation NLL of the grid runs: 1.0 is best
+
+    def fake_train_and_evaluate(task, stage, root, seed, overrides, evaluate=True):
+        trained.append(root.name)
+        (root / "models").mkdir(parents=True, exist_ok=True)
+        (root / "models" / ("teacher.pt" if stage == "run_teacher" else "model_s2.pt")).write_text("x")
+        w = overrides.get("kd_feature_weight", overrides.get("ml_feature_weight", 1.0))
+        member = {"nll": scores.get(w, 0.2), "accuracy": 0.9, "auc": 0.95, "fidelity": 0.9}
+        metrics = {m: dict(member) for m in ("s1", "s2", "ensemble", "teacher")}
+        return {"train_seconds": 1.0, "val": metrics, "test": metrics, "val_cka": {}, "test_cka": {}}
+
+    monkeypatch.setattr(ev, "train_and_evaluate", fake_train_and_evaluate)
+    monkeypatch.setattr(ev, "POLL_SECONDS", 0.01)
+    evidence = ev.Evidence("classification", tmp_path / "results.json", tmp_path)
+    seed1 = tmp_path / "classification" / "seed1"
+    seed1.mkdir(parents=True)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live "other process"
+    try:
+        (seed1 / "kd_ml_V3.claim").write_text(str(other.pid))  # the other process trains this run
+        (seed1 / "ml_V1.claim").write_text("999999999")  # a process that has died: its claim is stale
+        evidence.run_seed(1, first_seed=0)  # the grid of seed 0 is needed first: this process runs it
+    finally:
+        other.kill()
+        other.wait()
+    assert evidence.results["selection"]["chosen"] == {"kd_feature_weight": 1.0, "ml_feature_weight": 1.0}
+    assert sum(name.startswith("grid_") for name in trained) == 6 and "teacher" in trained
+    assert "kd_ml_V3" not in trained and "ml_V1" in trained  # left to the live holder; the stale claim taken over
+    assert evidence.recorded("ml", "V1", 1) and not evidence.recorded("kd_ml", "V3", 1)
+    assert len([r for r in evidence.results["runs"] if r["seed"] == 1]) == 2 + 11
+    assert [c.name for c in tmp_path.rglob("*.claim")] == ["kd_ml_V3.claim"]  # this process released all of its own
+    # the second process (here: the same one later) finds the grid recorded and trains only what is left
+    trained.clear()
+    ev.Evidence("classification", tmp_path / "results.json", tmp_path).run_seed(1, first_seed=0)
+    assert trained == ["kd_ml_V3"]

@@ -9,12 +9,13 @@ A run folder without its marker is the remains of an interrupted run: its checkp
 
 Several processes (one per CPU core) may share one evidence run: each holds a run folder with :func:`claim` while it
 trains it, and the others skip that run (:class:`Claimed`) or wait for it (:func:`wait_for`). A claim whose process
-has died (a crash, a killed job) is stale and taken over, so nothing stays blocked.
+has died (a crash, a killed job, a reboot) is stale and taken over, so nothing stays blocked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -51,21 +52,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim_holder(root: str | os.PathLike) -> int | None:
-    """The process id holding ``root``'s claim, or None when nobody (alive) holds it."""
+def _started_after(pid: int, when: float) -> bool:
+    """Whether process ``pid`` started after the time ``when`` (its id was reused since); False when unknown."""
     try:
-        pid = int(_claim_file(root).read_text().strip() or 0)
-    except (FileNotFoundError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK") > when + 1.0  # field 22: start time in ticks
+    except (OSError, ValueError, IndexError, StopIteration):
+        return False
+
+
+#: a claim file still empty for this long was left by a process that died while creating it
+EMPTY_CLAIM_SECONDS = 10.0
+
+
+def claim_holder(root: str | os.PathLike) -> int | None:
+    """The process id holding ``root``'s claim, or None when nobody (alive) holds it.
+
+    A claim is stale when its process has ended, or when its process id now belongs to a process started after the
+    claim was written (ids are reused, e.g. after a reboot).
+    """
+    path = _claim_file(root)
+    try:
+        text, written = path.read_text().strip(), path.stat().st_mtime
+    except FileNotFoundError:
         return None
-    return pid if pid > 0 and _alive(pid) else None
+    if not text:  # being written by a process that creates it in two steps
+        return -1 if time.time() - written < EMPTY_CLAIM_SECONDS else None
+    try:
+        pid = int(text)
+    except ValueError:
+        return None
+    return pid if pid > 0 and _alive(pid) and not _started_after(pid, written) else None
 
 
 @contextlib.contextmanager
 def claim(root: str | os.PathLike) -> Iterator[None]:
     """Hold the run folder ``root`` for this process while the ``with`` block trains it.
 
-    The claim is a ``<root>.claim`` file created exclusively with this process's id, removed on exit (also on an
-    exception). A claim of a dead process is taken over.
+    The claim is a ``<root>.claim`` file holding this process's id, removed on exit (also on an exception). It is
+    taken under an exclusive lock of the folder's ``.claims.lock`` and appears with its content at once (a hard link
+    of a written file), so two processes never both hold a run; a stale claim (see :func:`claim_holder`) is taken
+    over.
 
     Args:
         root: the run folder.
@@ -75,24 +104,24 @@ def claim(root: str | os.PathLike) -> Iterator[None]:
     """
     path = _claim_file(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            holder = claim_holder(root)
-            if holder == os.getpid():
-                raise RuntimeError(f"{root} is claimed twice by this process") from None
-            if holder is not None:
-                raise Claimed(f"{root} is being run by process {holder}") from None
+    with open(path.parent / ".claims.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        holder = claim_holder(root)
+        if holder == os.getpid():
+            raise RuntimeError(f"{root} is claimed twice by this process")
+        if holder is not None:
+            raise Claimed(f"{root} is being run by process {holder if holder > 0 else '(starting)'}")
+        if path.exists():
             logger.info("%s: taking over the claim of a process that has ended", root)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
-    else:
-        raise Claimed(f"{root}: could not claim it (other processes keep taking it)")
+            path.unlink()
+        mine = path.with_name(f"{path.name}.{os.getpid()}")
+        mine.write_text(str(os.getpid()))
+        try:
+            os.link(mine, path)  # fails if a process without the lock created it meanwhile
+        except FileExistsError:
+            raise Claimed(f"{root} was claimed by another process meanwhile") from None
+        finally:
+            mine.unlink()
     try:
         yield
     finally:

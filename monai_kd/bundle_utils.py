@@ -118,6 +118,7 @@ def configured_metadata(
     in_channels: int | None = None,
     spatial_size: list[int] | tuple[int, ...] | None = None,
     class_names: list[str] | tuple[str, ...] | None = None,
+    segment_names: list[str] | tuple[str, ...] | None = None,
 ) -> dict:
     """A bundle's metadata with its network input and output following the configuration actually run.
 
@@ -134,9 +135,15 @@ def configured_metadata(
         in_channels: channels of the network input (``None``: as declared).
         spatial_size: spatial shape of the network input (``None``, or a different rank than declared: as declared).
         class_names: names of the output classes in label order (``None``: as declared).
+        segment_names: names of a segmentation's labels 1, 2, ... (label 0 is the background), e.g.
+            ``["retinal vessel"]`` for a model of the user's own data (``None``: as declared, or ``label 1``, ...).
 
     Returns:
         A new metadata dictionary.
+
+    Raises:
+        ValueError: When ``segment_names`` are given for a classifier, or their number is not the network's number
+            of labels minus the background.
     """
     meta = copy.deepcopy(dict(metadata))
     fmt = meta.get("network_data_format", {})
@@ -164,7 +171,15 @@ def configured_metadata(
         shape = spec.get("spatial_shape")
         if spatial_size is not None and shape is not None and len(spatial_size) == len(shape):
             spec["spatial_shape"] = [int(s) for s in spatial_size]
-    if other_data and pred is not None and pred.get("format") in SEGMENTATION_FORMATS and not class_names:
+    if segment_names:
+        if pred is None or pred.get("format") not in SEGMENTATION_FORMATS:
+            raise ValueError("segment names are for a segmentation bundle; this bundle's network is a classifier.")
+        n = int(pred.get("num_channels", len(pred.get("channel_def", {})) or 2))
+        if len(segment_names) != n - 1:
+            raise ValueError(f"{len(segment_names)} segment name(s) {list(segment_names)} for a network of {n} labels: "
+                             f"give {n - 1} (label 0 is the background).")
+        pred["channel_def"] = {"0": "background", **{str(i): str(v) for i, v in enumerate(segment_names, 1)}}
+    elif other_data and pred is not None and pred.get("format") in SEGMENTATION_FORMATS and not class_names:
         # the bundle's segment names (e.g. "whole tumour") are those of its own data: name the labels by value
         n = int(pred.get("num_channels", len(pred.get("channel_def", {})) or 2))
         pred["channel_def"] = {"0": "background", **{str(i): f"label {i}" for i in range(1, n)}}

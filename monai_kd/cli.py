@@ -293,6 +293,7 @@ def infer_dicom(
     all_series: bool = False,
     force: bool = False,
     overlay: str | None = None,
+    segment_names: list[str] | str | None = None,
     **override: Any,
 ) -> None:
     """Run a bundle's student on a DICOM series (or a NIfTI file) and write DICOM SEG / SR outputs.
@@ -316,8 +317,10 @@ def infer_dicom(
             given), loading the model once.
         force: run on a series outside the bundle's input contract (metadata ``input_contract``); the SR / SEG and
             the JSON record the override.
-        overlay: a config file layered over ``inference.json``, e.g. ``bundles/kdml_seg/configs/inference_2d.json``
-            for 2D photographs.
+        overlay: a config file layered over ``inference.json``; default for a photograph (a DICOM image without
+            patient geometry): the bundle's ``configs/inference_2d.json`` when it has one.
+        segment_names: names of the segments (labels 1, 2, ...) in the SEG, e.g. ``"retinal vessel"`` or
+            ``"['liver','spleen']"``; default the bundle's (``label 1``, ... for a model of another channel count).
         override: config overrides, as the training took them: a student trained with ``--in_channels 3`` runs
             with ``--in_channels 3`` (without it, the channel count of the weights is used); its input contract
             then asks for colour input.
@@ -333,14 +336,15 @@ def infer_dicom(
         progress = lambda done, total, uid: print(f"[{done}/{total}] {uid}", file=sys.stderr)  # noqa: E731
         for path in infer_dicom_folder(bundle, input, output, modality=modality, description=description, nifti=nifti,
                                        ckpt_file=ckpt_file, device=device, progress=progress, force=force,
-                                       overlay=overlay, **override):
+                                       overlay=overlay, segment_names=_names(segment_names), **override):
             print(path)
         return
     from monai_kd.dicom_inference import infer_dicom as _infer
 
     written = _infer(
         bundle, input, output, modality=modality, description=description, series_uid=series_uid,
-        nifti=nifti, ckpt_file=ckpt_file, device=device, force=force, overlay=overlay, **override,
+        nifti=nifti, ckpt_file=ckpt_file, device=device, force=force, overlay=overlay,
+        segment_names=_names(segment_names), **override,
     )
     for path in written:
         print(path)
@@ -442,6 +446,7 @@ def infer_dicomweb(
     device: str = "cpu",
     force: bool = False,
     overlay: str | None = None,
+    segment_names: list[str] | str | None = None,
     **override: Any,
 ) -> None:
     """Pull a series with WADO-RS, run a bundle's student, store the SEG / SR back with STOW-RS.
@@ -459,6 +464,7 @@ def infer_dicomweb(
         device: ``cpu`` or ``cuda:N``.
         force: run on a series outside the bundle's input contract; the outputs record the override.
         overlay: a config file layered over ``inference.json`` (see ``infer-dicom``).
+        segment_names: names of the segments in the SEG (see ``infer-dicom``).
         override: config overrides, e.g. ``--in_channels 3`` (see ``infer-dicom``).
     """
     _check_inference_overrides(bundle, overlay, override)
@@ -466,8 +472,15 @@ def infer_dicomweb(
 
     result = _infer(url, study, bundle, series_uid=series, modality=modality, description=description,
                     ckpt_file=ckpt_file, output=output, store=store, device=device, force=force, overlay=overlay,
-                    override=override)
+                    override=override, segment_names=_names(segment_names))
     print(json.dumps(result, indent=2))
+
+
+def _names(names: list[str] | tuple[str, ...] | str | None) -> list[str] | None:
+    """``--segment_names`` as a list: one name (``"retinal vessel"``) or a list (``"['liver','spleen']"``)."""
+    if names is None or isinstance(names, (list, tuple)):
+        return None if names is None else [str(n) for n in names]
+    return [str(names)]
 
 
 def _check_inference_overrides(bundle: str, overlay: str | None, override: dict[str, Any]) -> None:
@@ -490,6 +503,18 @@ def verify(bundle: str) -> None:
 _VERBOSE = False
 
 
+def _notes_to_stderr() -> None:
+    """Show what the inference decides by itself (e.g. the 2D overlay it picked) as ``monai-kd: note: ...`` lines."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("monai-kd: note: %(message)s"))
+    log = logging.getLogger("monai_kd.dicom_inference")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def main() -> None:
     """Entry point of the ``monai-kd`` console script.
 
@@ -505,6 +530,7 @@ def main() -> None:
     _VERBOSE = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
     quiet_third_party(_VERBOSE)
+    _notes_to_stderr()
 
     # fire's help text asks IPython's object inspector for docstrings when IPython is installed (~1 s of imports)
     # and falls back to ``inspect`` without it: keep ``monai-kd --help`` fast (``--interactive`` is not offered).

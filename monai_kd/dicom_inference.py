@@ -46,6 +46,7 @@ output is written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import warnings
@@ -65,9 +66,11 @@ from monai_kd.io.atomic import atomic_paths, check_output_dir
 from monai_kd.io.dicom_series import DicomInputError, DicomSeries, DicomSeriesReader, list_series, load_dicom_series
 
 __all__ = [
-    "TASKS", "TIMING_KEYS", "BundlePredictor", "bundle_task", "check_series", "infer_dicom", "infer_dicom_folder",
-    "model_metadata",
+    "OVERLAY_2D", "TASKS", "TIMING_KEYS", "BundlePredictor", "bundle_task", "check_series", "infer_dicom",
+    "infer_dicom_folder", "model_metadata", "overlay_for_series",
 ]
+
+logger = logging.getLogger(__name__)
 
 TASKS = {
     "classes": "classification",
@@ -224,6 +227,7 @@ def model_metadata(
     override: dict | None = None,
     device: torch.device | str = "cpu",
     missing_ok: bool = False,
+    segment_names: list[str] | tuple[str, ...] | None = None,
 ) -> tuple[dict, dict, Any]:
     """The metadata of the model actually run, the config overrides that build it, and its weights.
 
@@ -242,6 +246,8 @@ def model_metadata(
         device: where the weights are loaded.
         missing_ok: without weights, answer from the config and ``override`` alone (weights ``None``); the
             missing file is reported when the network is built.
+        segment_names: names of a segmentation's labels 1, 2, ... for the SEG (``None``: the bundle's, or
+            ``label 1``, ... for a model of another channel count).
 
     Returns:
         ``(metadata, override, (ckpt, state))``: ``override`` with ``in_channels`` set from the weights when the
@@ -276,7 +282,10 @@ def model_metadata(
             f"'{weights[0]}' was trained with {trained} input channel(s) but the config builds {configured}: "
             f"run it with the training's --in_channels {trained}."
         )
-    meta = configured_metadata(_metadata(bundle), configured)
+    try:
+        meta = configured_metadata(_metadata(bundle), configured, segment_names=segment_names)
+    except ValueError as e:
+        raise BundleError(str(e)) from None
     if _converts_channels(parser) and meta.get("input_contract", {}).get("channels") is not None:
         meta["input_contract"]["channels"] = None  # grey or colour: the preprocessing brings it to the network's
     return meta, override, weights
@@ -454,6 +463,7 @@ def infer_dicom(
     timings: dict | None = None,
     force: bool = False,
     overlay: str | list[str] | tuple[str, ...] | None = None,
+    segment_names: list[str] | tuple[str, ...] | None = None,
     **override: Any,
 ) -> list[str]:
     """Run the bundle's student on a DICOM series or a NIfTI file and write SEG/NIfTI or SR/JSON outputs.
@@ -480,8 +490,12 @@ def infer_dicom(
             weights), ``inference`` (the bundle's inferer), ``postprocess`` (the bundle's postprocessing),
             ``write`` (label map back on the input grid, building and writing the outputs) and ``total``.
         force: run on an input outside the bundle's input contract; the outputs record the override.
-        overlay: config file(s) layered over the bundle's ``inference.json``, e.g. ``configs/inference_2d.json``
-            for 2D photographs.
+        overlay: config file(s) layered over the bundle's ``inference.json``; default, for a DICOM image without
+            patient geometry (a photograph), the bundle's ``configs/inference_2d.json`` when it has one
+            (:func:`overlay_for_series`).
+        segment_names: names of a segmentation's labels 1, 2, ... in the SEG, e.g. ``["retinal vessel"]`` for a
+            model of the user's own data (default: the bundle's metadata, or ``label 1``, ... for a model of
+            another channel count).
         override: config overrides as ``monai.bundle run`` takes them, e.g. ``in_channels=3``.
 
     Returns:
@@ -499,23 +513,49 @@ def infer_dicom(
     if not os.path.exists(input):
         raise FileNotFoundError(f"input does not exist: '{input}'.")
     out_dir = check_output_dir(output, input)
-    meta = model_metadata(bundle, ckpt_file, overlay, override, missing_ok=True)[0]
     series: DicomSeries | None = None
     if _is_nifti(input):
         if modality or description or series_uid:
             raise DicomInputError("--modality, --description and --series_uid select DICOM series; the input is NIfTI.")
+        meta = model_metadata(bundle, ckpt_file, overlay, override, missing_ok=True, segment_names=segment_names)[0]
         contract = check_input(meta, input=input, force=force, bundle=bundle)
     else:
         with _timed(timings, "read"):
             series = load_dicom_series(input, modality=modality, description=description, series_uid=series_uid)
+        overlay = overlay_for_series(bundle, series, overlay)
+        meta = model_metadata(bundle, ckpt_file, overlay, override, missing_ok=True, segment_names=segment_names)[0]
         contract = check_input(meta, series=series, force=force, bundle=bundle)  # before decoding or building
         check_series(series, task, timings)
     predictor = BundlePredictor(bundle, ckpt_file=ckpt_file, device=device, timings=timings, overlay=overlay,
-                                override=override)
+                                override=override, segment_names=segment_names)
     written = predictor.predict(input, out_dir, series=series, nifti=nifti, timings=timings, contract=contract)
     if timings is not None:
         timings["total"] = timings.get("total", 0.0) + time.perf_counter() - begin
     return written
+
+
+#: the overlay a bundle may ship for 2D images (photographs), which its volume ``inference.json`` does not read
+OVERLAY_2D = "configs/inference_2d.json"
+
+
+def overlay_for_series(
+    bundle: str, series: DicomSeries, overlay: str | list[str] | tuple[str, ...] | None = None
+) -> str | list[str] | tuple[str, ...] | None:
+    """The overlay to run ``series`` with: ``overlay`` when given, else the bundle's ``configs/inference_2d.json``
+    for an image without patient geometry (a photograph) when the bundle has one, else none.
+
+    Args:
+        bundle: bundle folder.
+        series: the selected series.
+        overlay: the overlay asked for (kept as it is when given).
+    """
+    if overlay:
+        return overlay
+    path = os.path.join(bundle, OVERLAY_2D)
+    if not series.is_volume and os.path.isfile(path):
+        logger.info("'%s' is a 2D image: running it with %s", series.source, path)
+        return path
+    return None
 
 
 def check_series(series: DicomSeries, task: str, timings: dict | None = None) -> None:
@@ -554,6 +594,7 @@ class BundlePredictor:
         overlay: config file(s) layered over ``inference.json``, e.g. the bundle's ``configs/inference_2d.json``.
         override: ``{id: value}`` config overrides, e.g. ``{"in_channels": 3}`` for a student trained with them;
             without ``in_channels`` the weights' channel count is used (see :func:`model_metadata`).
+        segment_names: names of a segmentation's labels 1, 2, ... in the SEG (default: the bundle's metadata).
 
     Raises:
         BundleError: When the bundle, its weights or its task do not fit.
@@ -567,11 +608,13 @@ class BundlePredictor:
         timings: dict | None = None,
         overlay: str | list[str] | tuple[str, ...] | None = None,
         override: dict | None = None,
+        segment_names: list[str] | tuple[str, ...] | None = None,
     ) -> None:
         self.bundle = os.fspath(bundle)
         self.device = torch.device(device)
         with _timed(timings, "model_load"):
-            self.meta, override, weights = model_metadata(self.bundle, ckpt_file, overlay, override, self.device)
+            self.meta, override, weights = model_metadata(self.bundle, ckpt_file, overlay, override, self.device,
+                                                          segment_names=segment_names)
         self.task = bundle_task(self.meta)
         self.name = str(self.meta.get("name") or Path(self.bundle).resolve().name)
         from monai_kd.model_card import card_for_model
@@ -750,6 +793,7 @@ def infer_dicom_folder(
     progress: Any = None,
     force: bool = False,
     overlay: str | list[str] | tuple[str, ...] | None = None,
+    segment_names: list[str] | tuple[str, ...] | None = None,
     **override: Any,
 ) -> list[str]:
     """Run the bundle's student on **every** DICOM series of a folder of studies with one loaded model.
@@ -771,7 +815,9 @@ def infer_dicom_folder(
         timings: optional stage seconds summed over the series (see :func:`infer_dicom`), plus ``series``.
         progress: optional callable ``progress(done, total, series_uid)`` after each series.
         force: run on series outside the bundle's input contract (else they fail, named, and the others run).
-        overlay: config file(s) layered over the bundle's ``inference.json`` (see :func:`infer_dicom`).
+        overlay: config file(s) layered over the bundle's ``inference.json`` (see :func:`infer_dicom`; one model
+            serves every series, so a folder of photographs needs ``configs/inference_2d.json`` given here).
+        segment_names: names of a segmentation's labels 1, 2, ... in the SEG (see :func:`infer_dicom`).
         override: config overrides, e.g. ``in_channels=3`` (see :func:`infer_dicom`).
 
     Returns:
@@ -798,7 +844,7 @@ def infer_dicom_folder(
             f"no DICOM series in '{input}' matches modality={modality}, description={description}.{problems}"
         )
     predictor = BundlePredictor(bundle, ckpt_file=ckpt_file, device=device, timings=timings, overlay=overlay,
-                                override=override)
+                                override=override, segment_names=segment_names)
     written: list[str] = []
     total = len(found) + len(failed)
     for done, summary in enumerate(found, 1):

@@ -42,6 +42,19 @@ def test_classifier_metadata_takes_the_class_names_of_the_data_used():
     assert three["num_channels"] == 3 and three["spatial_shape"] == [3]
 
 
+def test_segment_names_name_the_labels_of_a_model_of_the_users_data():
+    meta = _meta("kdml_seg")
+    colour = configured_metadata(meta, in_channels=3, segment_names=["retinal vessel"])
+    assert colour["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "retinal vessel"}
+    same = configured_metadata(meta, segment_names=["tumour"])  # the bundle's own channel count: renamed too
+    assert same["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "tumour"}
+    assert same["input_contract"] == meta["input_contract"]  # naming a segment changes nothing else
+    with pytest.raises(ValueError, match=r"2 segment name\(s\) \['a', 'b'\] for a network of 2 labels: give 1"):
+        configured_metadata(meta, segment_names=["a", "b"])
+    with pytest.raises(ValueError, match="classifier"):
+        configured_metadata(_meta("kd"), segment_names=["a"])
+
+
 @pytest.mark.parametrize(("bundle", "override", "expected"), [
     ("kdml_seg", {}, {"in_channels": 1, "spatial_size": [64, 64]}),
     ("kdml_seg", {"in_channels": 3, "spatial_size": [256, 256]}, {"in_channels": 3, "spatial_size": [256, 256]}),

@@ -85,6 +85,7 @@ def infer_dicomweb(
     force: bool = False,
     overlay: str | list[str] | None = None,
     override: dict[str, Any] | None = None,
+    segment_names: list[str] | None = None,
 ) -> dict[str, Any]:
     """Retrieve a series by WADO-RS, run the bundle's student on it, store the result by STOW-RS.
 
@@ -104,6 +105,8 @@ def infer_dicomweb(
         overlay: config file(s) layered over the bundle's ``inference.json`` (see
             :func:`~monai_kd.dicom_inference.infer_dicom`).
         override: config overrides, e.g. ``{"in_channels": 3}``.
+        segment_names: names of a segmentation's labels 1, 2, ... in the SEG (see
+            :func:`~monai_kd.dicom_inference.infer_dicom`).
 
     Returns:
         ``{"study_uid", "series_uid", "instances", "outputs", "stored_sop_instance_uids", "seconds"}``.
@@ -126,7 +129,8 @@ def infer_dicomweb(
         _save(datasets, Path(tmp) / "series")
         out = Path(output) if output is not None else Path(tmp) / "out"
         written = infer_dicom(bundle, str(Path(tmp) / "series"), str(out), series_uid=series_uid, ckpt_file=ckpt_file,
-                              device=device, force=force, overlay=overlay, **(override or {}))
+                              device=device, force=force, overlay=overlay, segment_names=segment_names,
+                              **(override or {}))
         results = [pydicom.dcmread(p) for p in written if p.endswith(".dcm")]
         stored = []
         if store and results:

@@ -136,8 +136,16 @@ def _colour_dicom_gets_a_seg_through_infer_dicom(root: Path, retinal_dir: Path, 
     expected = np.asarray(Image.open(work / "png_out" / "fundus_seg.png")) > 0
     assert 0.001 < expected.mean() < 0.999  # a non-trivial mask, so the comparison can fail
     np.testing.assert_array_equal(mask, expected)
-    # without --in_channels the weights say 3 channels: the state dict's first convolution, the ONNX export's input
-    assert ok(monai_kd(*command[:-2], "--output", str(work / "out2"))).split()[0].endswith(".seg.dcm")
+    # without --in_channels the weights say 3 channels (the state dict's first convolution, the ONNX export's input);
+    # without --overlay a photograph runs with the bundle's inference_2d.json; --segment_names names the segment
+    (named,) = ok(monai_kd(*command[:-4], "--output", str(work / "out2"), "--segment_names", "retinal vessel")).split()
+    named = pydicom.dcmread(named)
+    assert [s.SegmentLabel for s in named.SegmentSequence] == ["retinal vessel"]
+    np.testing.assert_array_equal(named.pixel_array.reshape(rgb.shape[:2]) > 0, mask)
+    proc = monai_kd(*command[:-4], "--output", str(work / "out3"), "--segment_names", "['vessel','optic disc']")
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == (
+        "monai-kd: error: BundleError: 2 segment name(s) ['vessel', 'optic disc'] for a network of 2 labels: give 1 "
+        "(label 0 is the background).")
     (onnx_seg,) = ok(monai_kd("infer-dicom", "--bundle", "bundles/kdml_seg", "--input", str(work / "in"),
                               "--output", str(work / "out_onnx"), "--ckpt_file", str(root / "models" / "model.onnx"),
                               "--overlay", "bundles/kdml_seg/configs/inference_2d.json")).split()
@@ -155,9 +163,18 @@ def _colour_dicom_gets_a_seg_through_infer_dicom(root: Path, retinal_dir: Path, 
     grey.SamplesPerPixel, grey.PhotometricInterpretation = 1, "MONOCHROME2"
     del grey.PlanarConfiguration
     grey.save_as(work / "grey" / "grey.dcm", enforce_file_format=True)
-    proc = monai_kd("infer-dicom", "--bundle", "bundles/kdml_seg", "--input", str(work / "grey"), "--output",
-                    str(work / "out3"), "--ckpt_file", ckpt)
+    # (the volume config given as the overlay keeps infer-dicom from picking the 2D one by itself)
+    grey_command = ("infer-dicom", "--bundle", "bundles/kdml_seg", "--input", str(work / "grey"), "--output",
+                    str(work / "out4"), "--ckpt_file", ckpt)
+    proc = monai_kd(*grey_command, "--overlay", "bundles/kdml_seg/configs/inference.json")
     assert proc.returncode == 2 and "1 channel(s) where the model takes 3" in proc.stderr.strip().splitlines()[-1]
+    # with the 2D overlay picked by itself grey would become colour, but a grey image without patient geometry cannot
+    # be referenced by a DICOM SEG: refused in one line before the model is built
+    proc = monai_kd(*grey_command)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        "has no patient geometry (ImagePositionPatient/ImageOrientationPatient): a DICOM SEG cannot reference it "
+        "validly; convert it to NIfTI to segment it.")
+    assert "monai-kd: note: " in proc.stderr and "inference_2d.json" in proc.stderr  # the pick is said
 
 
 def _colour_exports_run_on_a_photograph(root: Path, fundus_jpegs: Path) -> None:

@@ -6,6 +6,7 @@ The weights are freshly initialised: these tests check the plumbing (bundle conf
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -145,3 +146,19 @@ def test_2d_segmentation_of_a_volume_needs_a_slice_inferer(data_dir, tmp_path):
     with pytest.raises(DicomInputError, match="needs a SliceInferer"):
         infer_dicom(str(bundle), str(nifti), str(tmp_path / "b"), ckpt_file=str(ckpt), force=True)  # abdominal MR at 3 mm: outside the contract
     assert not (tmp_path / "b").exists()
+
+
+def test_a_photograph_runs_with_the_bundles_2d_overlay_by_default(tmp_path):
+    """infer-dicom picks ``configs/inference_2d.json`` for an image without patient geometry, only when the bundle has
+    one and no overlay was given; a volume keeps the bundle's ``inference.json``."""
+    from types import SimpleNamespace
+
+    from monai_kd.dicom_inference import OVERLAY_2D, overlay_for_series
+
+    photo, volume = SimpleNamespace(is_volume=False, source="photo.dcm"), SimpleNamespace(is_volume=True, source="ct")
+    repo = Path(__file__).resolve().parents[2]
+    kdml_seg = str(repo / "bundles" / "kdml_seg")
+    assert overlay_for_series(kdml_seg, photo) == os.path.join(kdml_seg, OVERLAY_2D)
+    assert overlay_for_series(kdml_seg, volume) is None
+    assert overlay_for_series(kdml_seg, photo, "mine.json") == "mine.json"  # what the user asked for wins
+    assert overlay_for_series(str(repo / "bundles" / "kd"), photo) is None  # the bundle has no 2D overlay

@@ -28,36 +28,63 @@ Rules fixed before any test number was seen:
 
 Writes ``bundles/mmkd/docs/results.json``: ``runs`` (one record per student: ``dataset``, ``student``, ``method``,
 ``seed``, ``accuracy``, ``auc`` on the test split, validation ``val_accuracy``/``val_auc``/``val_nll``,
-``parameters``, ``seconds``, ``seconds_per_iteration``), ``teachers`` (validation and test metrics per teacher),
-``teacher_check``, ``weights`` (mean learned weight per teacher when that teacher was right / wrong on validation),
-``timing`` (bilevel step time relative to the plain multi-teacher step); the plot ``docs/mmkd_weights.png``; and
-the Markdown tables between the ``results`` markers of ``bundles/mmkd/docs/README.md``.
-Resumable: records already in ``results.json`` and existing teacher checkpoints are skipped.
+``parameters``, ``seconds``, ``seconds_per_iteration``), ``teachers`` (validation and test metrics per teacher of the
+chosen recipe), ``teacher_candidates`` (the same for every candidate recipe), ``teacher_check``, ``weights`` (mean
+learned weight per teacher when that teacher was right / wrong on validation), ``timing`` (bilevel step time relative
+to the plain multi-teacher step); the plot ``docs/mmkd_weights.png``; and the Markdown tables between the
+``results`` markers of ``bundles/mmkd/docs/README.md``.
+
+``--students fast`` adds the bundle's latency-aware student (``configs/student_fast.json``, a ``FastStudent``,
+layered over the dataset's training configs and under ``evaluate.json``; records with ``student`` ``fast``) with the
+same teachers, methods and seeds (issue 20); the README then shows its accuracy beside its latency from
+``docs/bench_latency.json`` (``scripts/bench_latency.py``; no latency is measured here). It is not in the default
+students because it is not cheap: the three teachers' forward passes (68M multiply-accumulates per image, against 0.2M
+for the fast student and 3.3M for the large one, ``docs/bench_latency.json``) dominate every distillation step, so a
+fast-student run costs about as much as a small-student run, and the fast arm adds about half the default students'
+training time.
+
+Resumable and shared: records already in ``results.json`` are skipped, and every run is written as soon as it is
+scored. Several processes (one per CPU core) may run the same command on the same ``--work`` folder: each teacher
+recipe and each student run is claimed (``monai_kd.evidence.claim``) while it trains; a run another live process
+holds is left to it (it records it); the teachers a student needs, and every candidate recipe of the selection, are
+waited for; a claim whose process has died is taken over, and an interrupted run folder is trained again from the
+start. Records are merged through the results file, so every process ends with the same teacher choice and tables.
 
 Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
 (``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
 
 Example::
 
-    nice -n 5 python scripts/mmkd_evidence.py --seeds 0 1 2
+    nice -n 5 python scripts/mmkd_evidence.py --seeds 0 1 2   # resumable; many core-hours
+    # or one process per CPU core, sharing the runs (scripts/_work/mmkd) and results.json:
+    nice -n 5 python scripts/mmkd_evidence.py --seeds 0 1 2 & nice -n 5 python scripts/mmkd_evidence.py --seeds 0 1 2
+    # the fast student of issue 20, with the same teachers (or add it to --students small large fast):
+    nice -n 5 python scripts/mmkd_evidence.py --seeds 0 1 2 --students fast
     python scripts/mmkd_evidence.py --report-only   # re-render the tables and the plot from results.json
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import logging
+import os
+import shutil
 import statistics
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
 from monai_kd.data import medmnist_datalist
-from monai_kd.evidence import SPECS, RecordStore, ci, evidence_parser, paired, protocol_text, run_stage, setup_logging
+from monai_kd.evidence import (SPECS, Claimed, RecordStore, ci, claim, claim_holder, evidence_parser, paired,
+                               protocol_text, run_stage, setup_logging)
 from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.reporting import write_section
 
@@ -68,9 +95,17 @@ META = str(CONFIGS / "metadata.json")
 RESULTS = BUNDLE / "docs" / "results.json"
 README = BUNDLE / "docs" / "README.md"
 PLOT = BUNDLE / "docs" / "mmkd_weights.png"
+BENCH = REPO / "docs" / "bench_latency.json"
+WORK = REPO / "scripts" / "_work" / "mmkd"
 DATA = REPO.parent / "shared" / "data"
 DATASETS = ("breastmnist", "pneumoniamnist")
-STUDENTS = ("small", "large")
+STUDENTS = ("small", "large")  # the two sizes of ``student_capacities`` (issue 12): the default
+FAST = "fast"  # the latency-aware student of issue 20 (``--students fast``)
+ALL_STUDENTS = (*STUDENTS, FAST)
+#: student -> the config layered over the dataset's training configs (and under ``evaluate.json``) to build it
+STUDENT_CONFIGS = {FAST: "student_fast.json"}
+#: student -> its model in ``scripts/bench_latency.py``'s ``mmkd`` records (the small student is not benchmarked)
+LATENCY_MODELS = {"large": "student", FAST: "student_fast"}
 METHODS = ("student_alone", "uniform", "camkd", "gate", "mmkd_logits", "mmkd_logits_features")
 #: method -> bundle overrides
 METHOD_OVERRIDES = {
@@ -105,7 +140,7 @@ TEACHER_RECIPES = {
     "stem1bn_e20_wd05": {**STEM1BN, "teacher_epochs": 20, "teacher_weight_decay": 0.05},
     "stem1bn_e20_lr1e3": {**STEM1BN, "teacher_epochs": 20, "teacher_learning_rate": 0.001},
 }
-#: candidate teacher recipes per dataset, chosen on mean validation NLL of the three teachers (``train_teachers``)
+#: candidate teacher recipes per dataset, chosen on mean validation NLL of the three teachers (``Evidence.teachers``)
 TEACHER_RECIPE_GRID = {
     "pneumoniamnist": ["legacy_e10", "stem1bn_e12"],
     "breastmnist": ["legacy_e20", "legacy_e60", "stem1_e20", "bn_e20", "stem1bn_e20", "stem1bn_e40", "stem1bn_e20_wd05",
@@ -119,6 +154,7 @@ METRICS = {
 }
 
 logger = logging.getLogger("mmkd_evidence")
+POLL_SECONDS = 30.0  # how often a process waiting for a run another process holds looks again
 
 
 def _key(record: dict) -> tuple:
@@ -127,22 +163,31 @@ def _key(record: dict) -> tuple:
 
 #: extra bundle overrides for every run (``--set``), e.g. a quick check with one epoch
 EXTRA: dict = {}
-#: each teacher checkpoint's scores (``train_teachers``), by checkpoint path
-_TEACHER_SCORES: dict[Path, dict] = {}
 
 
-def _configs(dataset: str) -> list[str]:
-    """The bundle's training configs of ``dataset`` (BreastMNIST layers ``train_breastmnist.json``)."""
+def _configs(dataset: str, student: str | None = None) -> list[str]:
+    """The bundle's training configs of ``dataset`` (BreastMNIST layers ``train_breastmnist.json``), then the
+    student's own config, if it has one (``fast``: ``student_fast.json``)."""
     files = [str(CONFIGS / "train.json")]
     if dataset == "breastmnist":
         files.append(str(CONFIGS / "train_breastmnist.json"))
+    if student in STUDENT_CONFIGS:
+        files.append(str(CONFIGS / STUDENT_CONFIGS[student]))
     return files
 
 
-def _parser(dataset: str, root: Path, **override) -> ConfigParser:
+def _student_override(student: str | None) -> dict[str, str]:
+    """The bundle's ``student`` (a key of ``student_capacities``) for a ResNet size; none for a student built by its
+    own config (its ``network_def`` replaces the sized ResNet)."""
+    return {} if student is None or student in STUDENT_CONFIGS else {"student": student}
+
+
+def _parser(dataset: str, root: Path, student: str | None = None, **override) -> ConfigParser:
+    """The bundle's training config of ``dataset`` for ``student`` (None: the bundle's default), into ``root``."""
     parser = ConfigParser()
-    parser.read_config(_configs(dataset))
-    parser.update({"bundle_root": str(root), "dataset_dir": str(DATA / dataset), **override, **EXTRA})
+    parser.read_config(_configs(dataset, student))
+    parser.update({"bundle_root": str(root), "dataset_dir": str(DATA / dataset), **_student_override(student),
+                   **override, **EXTRA})
     return parser
 
 
@@ -157,7 +202,7 @@ def _run(parser: ConfigParser, stage: str) -> tuple[float, int]:
 
 
 def _evaluate(dataset: str, root: Path, checkpoint: Path, network: str = "@network_def", member: str | None = None,
-              **override) -> dict[str, float]:
+              student: str | None = None, **override) -> dict[str, float]:
     """Test and validation scores of one checkpoint through the bundle's ``evaluate.json`` (run id
     ``run_checkpoint``, as ``monai-kd evaluate`` runs it), written to ``root/eval/{,val_}metrics.json``.
 
@@ -167,13 +212,15 @@ def _evaluate(dataset: str, root: Path, checkpoint: Path, network: str = "@netwo
         checkpoint: the file to evaluate (``--eval_checkpoint``).
         network: the config reference of the network it fills (``--eval_network``), e.g. ``@teachers``.
         member: the model of that network's ``ModuleDict`` to score (``--eval_member``), e.g. a teacher's name.
-        override: bundle overrides the network needs (the student size, a teacher recipe).
+        student: the student the checkpoint holds (its size, or its config layered under ``evaluate.json``).
+        override: bundle overrides the network needs (a teacher recipe).
 
     Returns:
         ``accuracy``, ``auc``, ``test_nll``, ``val_accuracy``, ``val_auc``, ``val_nll`` and ``parameters``.
     """
-    configs = [*_configs(dataset), str(CONFIGS / "evaluate.json")]
+    configs = [*_configs(dataset, student), str(CONFIGS / "evaluate.json")]
     chosen = {"eval_member": member} if member else {}
+    override = {**_student_override(student), **override}
     scores: dict[str, float] = {}
     for split, names in METRICS.items():
         prefix = "" if split == "test" else f"{split}_"
@@ -186,46 +233,35 @@ def _evaluate(dataset: str, root: Path, checkpoint: Path, network: str = "@netwo
     return scores
 
 
-def train_teachers(dataset: str, work: Path, results: dict, recipes: list[str]) -> tuple[Path, dict]:
-    """Train (or reuse) the dataset's three teachers with each candidate recipe; keep the recipe with the lowest
-    mean validation NLL over the teachers (``selection`` in results.json, with every candidate's validation
-    metrics); record its teachers' metrics. Returns the chosen checkpoint and the recipe's bundle overrides (the
-    students build their teachers with them)."""
-    candidates = {}
-    for recipe in recipes:
-        root = work / dataset / f"teachers_{recipe}"
-        ckpt = root / "models" / "teachers.pt"
-        parser = _parser(dataset, root, **TEACHER_RECIPES[recipe])
-        trained = run_stage(root, functools.partial(_run, parser, "run_teachers"), done=ckpt, clean=False,
-                            name=f"{dataset} teachers, recipe {recipe}")
-        if trained.ran:
-            seconds, iterations = trained.value
-            results.setdefault("timing", {})[f"{dataset}/teachers_{recipe}"] = {"seconds": seconds, "iterations": iterations}
-        if ckpt not in _TEACHER_SCORES:  # scored once per process (train_teachers runs for every seed)
-            _TEACHER_SCORES[ckpt] = {name: _evaluate(dataset, root, ckpt, "@teachers", name, **TEACHER_RECIPES[recipe])
-                                     for name in parser.get_parsed_content("teacher_names")}
-        candidates[recipe] = (ckpt, _TEACHER_SCORES[ckpt])
-    nll = {r: statistics.mean(t["val_nll"] for t in m.values()) for r, (_, m) in candidates.items()}
-    chosen = min(nll, key=nll.get)
-    results.setdefault("selection", {})[f"{dataset}/teacher_recipe"] = {
-        "rule": "lowest mean validation NLL of the three teachers", "mean_val_nll": nll, "chosen": chosen,
+def select_recipe(candidates: dict[str, dict[str, dict]]) -> dict[str, Any]:
+    """The teacher recipe with the lowest mean validation NLL of its teachers, with every candidate's numbers.
+
+    Args:
+        candidates: recipe -> teacher name -> that teacher's scores (``_evaluate``), in the grid's order (a tie goes
+            to the first).
+
+    Returns:
+        the ``selection`` entry: ``rule``, ``mean_val_nll``, ``chosen``, ``recipes`` (their overrides) and
+        ``validation`` (validation NLL, AUC and accuracy per recipe and teacher).
+    """
+    nll = {r: statistics.mean(t["val_nll"] for t in m.values()) for r, m in candidates.items()}
+    return {
+        "rule": "lowest mean validation NLL of the three teachers", "mean_val_nll": nll, "chosen": min(nll, key=nll.get),
         "recipes": {r: TEACHER_RECIPES[r] for r in candidates},
         "validation": {r: {n: {k: t[k] for k in ("val_nll", "val_auc", "val_accuracy")} for n, t in m.items()}
-                       for r, (_, m) in candidates.items()},
+                       for r, m in candidates.items()},
     }
-    results.setdefault("teachers", {})[dataset] = candidates[chosen][1]
-    _save(results)
-    return candidates[chosen][0], TEACHER_RECIPES[chosen]
 
 
 def train_student(dataset: str, student: str, method: str, seed: int, work: Path, teachers: Path, epochs: dict,
                   recipe: dict | None = None) -> dict:
-    """Train one student through the bundle and return its record (plus the learned weights for MMKD); ``recipe``:
-    the teachers' recipe overrides (their architecture must match ``teachers``)."""
-    root = work / dataset / f"seed{seed}" / student / method
-    override = {**(recipe or {}), "seed": seed, "student": student, "teachers_ckpt": str(teachers), **epochs}
+    """Train one student through the bundle and return its record (plus the learned weights for MMKD); ``student``:
+    ``small``, ``large`` or ``fast`` (``STUDENT_CONFIGS``); ``recipe``: the teachers' recipe overrides (their
+    architecture must match ``teachers``)."""
+    root = student_root(work, dataset, seed, student, method)
+    override = {**(recipe or {}), "seed": seed, "teachers_ckpt": str(teachers), **epochs}
     override.update(METHOD_OVERRIDES.get(method, {}))
-    parser = _parser(dataset, root, **override)
+    parser = _parser(dataset, root, student, **override)
     stage = "run_student_alone" if method == "student_alone" else "run_student"
     seconds, iterations = _run(parser, stage)
     # the checkpoint the stage saved on completion: its SWA average, BatchNorm recomputed (what was validated)
@@ -265,9 +301,249 @@ def _learned_weights(parser: ConfigParser, dataset: str) -> dict:
     return summary
 
 
-def _save(results: dict) -> None:
-    """Write ``results`` to the results file, merged with what other processes recorded since."""
-    RecordStore(RESULTS, _key, results=results).save()
+def student_root(work: Path, dataset: str, seed: int, student: str, method: str) -> Path:
+    """The run folder of one student run."""
+    return work / dataset / f"seed{seed}" / student / method
+
+
+def teacher_root(work: Path, dataset: str, recipe: str) -> Path:
+    """The run folder of one candidate teacher recipe (its three teachers, trained together)."""
+    return work / dataset / f"teachers_{recipe}"
+
+
+def _started(pid: int) -> float | None:
+    """When process ``pid`` started, in seconds since the epoch (to about a second; Linux ``/proc``), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks since boot
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def clear_reused_claims(work: Path) -> list[Path]:
+    """Remove the claims under ``work`` whose process id now belongs to a process started after the claim was made.
+
+    A claim names its holder by process id only. After a reboot or a new container session, the processes that held
+    the claims are gone but their ids are given out again: a claim could then look held by an unrelated process (its
+    run never trained) or by this very process (``claim`` refuses a double claim). A holder always starts before it
+    writes its claim, so a claim older than the start of the process now holding its id is stale.
+
+    Returns:
+        the claim files removed.
+    """
+    removed = []
+    for path in sorted(work.rglob("*.claim")) if work.is_dir() else []:
+        holder = claim_holder(path.with_suffix(""))
+        started = None if holder is None else _started(holder)
+        with contextlib.suppress(FileNotFoundError):
+            if started is not None and started > path.stat().st_mtime + 1.0:  # ``btime`` has a resolution of 1 s
+                path.unlink()
+                removed.append(path)
+                logger.info("%s: removed a claim made before its process id was reused (process %d)", path, holder)
+    return removed
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (e.g. while re-rendering a README two processes share)."""
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+class Evidence:
+    """This process's share of one evidence run: its records and the run folders it trains.
+
+    The records are one :class:`~monai_kd.evidence.RecordStore` per process, refreshed from the results file before
+    any decision on what is left to run and saved after every record, so that processes sharing the file (one per
+    CPU core) see each other's records. Each teacher recipe and each student run is trained under the claim of its
+    run folder (:func:`~monai_kd.evidence.claim`).
+
+    Args:
+        work: the run folders (checkpoints and evaluation outputs), shared by the processes.
+        output: the ``results.json``.
+        readme: the Markdown file whose ``results`` section is rendered from the records.
+        plot_file: the learned-weights plot.
+        bench: ``scripts/bench_latency.py``'s JSON (latency beside the fast student's accuracy).
+        breast_student_epochs: the students' ``max_epochs`` on BreastMNIST.
+    """
+
+    def __init__(self, work: Path, output: Path = RESULTS, readme: Path = README, plot_file: Path = PLOT,
+                 bench: Path = BENCH, breast_student_epochs: int = 20) -> None:
+        self.work = Path(work)
+        self.readme, self.plot_file, self.bench = Path(readme), Path(plot_file), Path(bench)
+        self.epochs = {"breastmnist": {"max_epochs": breast_student_epochs}}
+        self.store = RecordStore(output, _key, defaults={"selection": {}, "teachers": {}, "teacher_candidates": {},
+                                                         "timing": {}})
+        self.results = self.store.results
+        self.results.setdefault("protocol", {})["description"] = protocol_text(__doc__, "Writes ")
+
+    # sharing -------------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _claim(self, root: Path) -> Iterator[None]:
+        """:func:`~monai_kd.evidence.claim` of ``root``, taken under a lock the processes sharing ``work`` share.
+
+        ``claim`` creates its file, then writes its process id into it; another process reading the file in between
+        finds no live holder and takes the claim over, and both train the run (seen 4 times in 300 claims of two
+        processes in lockstep). Taking claims one process at a time closes that window; releasing needs no lock.
+
+        Raises:
+            Claimed: another live process holds ``root``.
+        """
+        self.work.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as held:
+            with _locked(self.work / "claims.lock"):
+                held.enter_context(claim(root))
+            yield
+
+    def _shared(self, jobs: list[tuple[Path, Callable[[], Any]]], wait: bool) -> None:
+        """Run each ``(run folder, job)`` under the folder's claim, the records refreshed first (the job checks them).
+
+        A job another live process holds is skipped (``wait`` False: that process records it) or retried every
+        ``POLL_SECONDS`` until it is free (``wait`` True: the job then finds the holder's record, or trains the run
+        itself when the holder died before finishing it).
+        """
+        pending = list(jobs)
+        while pending:
+            for job in list(pending):
+                root, run = job
+                try:
+                    with self._claim(root):
+                        self.store.refresh()
+                        run()
+                except Claimed as e:
+                    if wait:
+                        continue
+                    logger.info("skip (another process records it): %s", e)
+                pending.remove(job)
+            if pending:
+                time.sleep(POLL_SECONDS)
+
+    # teachers ------------------------------------------------------------------------------------------------------
+    def _candidate_scores(self, dataset: str, recipe: str) -> dict[str, dict] | None:
+        return self.results["teacher_candidates"].get(f"{dataset}/{recipe}")
+
+    def teacher_candidate(self, dataset: str, recipe: str) -> None:
+        """Train (unless trained) and score the three teachers of one candidate recipe; record their scores in
+        ``teacher_candidates`` (once: every process chooses from the same numbers). Runs under the recipe's claim.
+
+        The stage is finished when ``run_stage`` wrote its marker: a ``teachers.pt`` alone may be the checkpoint
+        MONAI's ``CheckpointSaver`` saves when training is interrupted by an exception, so a folder without the
+        marker is trained again from the start.
+        """
+        if self._candidate_scores(dataset, recipe) is not None:
+            return
+        root = teacher_root(self.work, dataset, recipe)
+        parser = _parser(dataset, root, **TEACHER_RECIPES[recipe])
+        trained = run_stage(root, functools.partial(_run, parser, "run_teachers"),
+                            name=f"{dataset} teachers, recipe {recipe}", info={"recipe": recipe, **TEACHER_RECIPES[recipe]})
+        if trained.ran:
+            seconds, iterations = trained.value
+            self.results["timing"][f"{dataset}/teachers_{recipe}"] = {"seconds": seconds, "iterations": iterations}
+        ckpt = root / "models" / "teachers.pt"
+        self.results["teacher_candidates"][f"{dataset}/{recipe}"] = {
+            name: _evaluate(dataset, root, ckpt, "@teachers", name, **TEACHER_RECIPES[recipe])
+            for name in parser.get_parsed_content("teacher_names")}
+        self.store.save()
+
+    def _candidate_jobs(self, dataset: str, recipes: Sequence[str]) -> list[tuple[Path, Callable[[], None]]]:
+        return [(teacher_root(self.work, dataset, r), functools.partial(self.teacher_candidate, dataset, r))
+                for r in recipes if self._candidate_scores(dataset, r) is None]
+
+    def teacher_candidates(self, recipes: dict[str, Sequence[str]]) -> None:
+        """Every candidate recipe of every dataset that nobody holds (the others are left to their holders)."""
+        self.store.refresh()
+        self._shared([job for dataset, grid in recipes.items() for job in self._candidate_jobs(dataset, grid)],
+                     wait=False)
+
+    def teachers_ready(self, dataset: str, recipes: Sequence[str]) -> bool:
+        """Whether every candidate recipe of ``dataset`` is scored (its selection needs no waiting)."""
+        return all(self._candidate_scores(dataset, r) is not None for r in recipes)
+
+    def teachers(self, dataset: str, recipes: Sequence[str]) -> tuple[Path, dict]:
+        """The dataset's chosen teachers: every candidate recipe trained and scored (here, or by the process that
+        holds it: waited for), then the recipe with the lowest mean validation NLL (:func:`select_recipe`), recorded
+        as ``selection`` with its teachers' metrics as ``teachers``.
+
+        Returns:
+            the chosen recipe's checkpoint and its bundle overrides (the students build their teachers with them).
+        """
+        self.store.refresh()
+        self._shared(self._candidate_jobs(dataset, recipes), wait=True)
+        selection = select_recipe({r: self._candidate_scores(dataset, r) for r in recipes})
+        chosen = selection["chosen"]
+        self.results["selection"][f"{dataset}/teacher_recipe"] = selection
+        self.results["teachers"][dataset] = self._candidate_scores(dataset, chosen)
+        self.store.save()
+        return teacher_root(self.work, dataset, chosen) / "models" / "teachers.pt", TEACHER_RECIPES[chosen]
+
+    # students ------------------------------------------------------------------------------------------------------
+    def recorded(self, dataset: str, student: str, method: str, seed: int) -> bool:
+        """Whether ``runs`` holds this student run."""
+        return self.store.recorded({"dataset": dataset, "student": student, "method": method, "seed": seed})
+
+    def student(self, dataset: str, student: str, method: str, seed: int, teachers: Path, recipe: dict) -> None:
+        """Train, score and record one student run, unless it is recorded. Runs under the run's claim.
+
+        A folder of an unrecorded run is an interrupted one (the learned weights and the timing exist only in the
+        training process): it is removed and the run trained from the start.
+        """
+        if self.recorded(dataset, student, method, seed):
+            return
+        root = student_root(self.work, dataset, seed, student, method)
+        if root.exists():
+            logger.info("%s: removing the interrupted run", root)
+            shutil.rmtree(root)
+        record = train_student(dataset, student, method, seed, self.work, teachers, self.epochs.get(dataset, {}), recipe)
+        self.store.record(record)
+        logger.info("%s %s %s seed %d: test AUC %.3f ACC %.3f (val NLL %.3f) in %.0f s", dataset, student, method, seed,
+                    record["auc"], record["accuracy"], record["val_nll"], record["seconds"])
+        self.report()
+
+    def students(self, dataset: str, seed: int, students: Sequence[str], methods: Sequence[str], teachers: Path,
+                 recipe: dict, wait: bool = False) -> None:
+        """The student runs of one dataset and seed not recorded yet; those another process holds are left to it
+        (``wait`` False) or waited for (``wait`` True: trained here if their holder dies)."""
+        self.store.refresh()
+        self._shared([(student_root(self.work, dataset, seed, s, m),
+                       functools.partial(self.student, dataset, s, m, seed, teachers, recipe))
+                      for s in students for m in methods if not self.recorded(dataset, s, m, seed)], wait)
+
+    def run(self, seeds: Sequence[int], datasets: Sequence[str], recipes: dict[str, Sequence[str]],
+            students: Sequence[str], methods: Sequence[str]) -> None:
+        """The protocol, in the order that keeps two processes busy.
+
+        1. every candidate teacher recipe nobody holds (the other process takes the rest meanwhile);
+        2. seed-major (a partial run has complete comparisons for its first seeds), per dataset (those whose teachers
+           are ready first): the teacher choice, waiting for the candidates other processes hold, then the student
+           runs nobody holds;
+        3. the student runs that were left to other processes: waited for, and trained here if a holder died.
+        """
+        self.teacher_candidates(recipes)
+        chosen: dict[str, tuple[Path, dict]] = {}
+        for seed in seeds:
+            for dataset in sorted(datasets, key=lambda d: not self.teachers_ready(d, recipes[d])):  # stable
+                if dataset not in chosen:
+                    chosen[dataset] = self.teachers(dataset, recipes[dataset])
+                self.students(dataset, seed, students, methods, *chosen[dataset])
+        for seed in seeds:
+            for dataset in datasets:
+                self.students(dataset, seed, students, methods, *chosen[dataset], wait=True)
+
+    # report --------------------------------------------------------------------------------------------------------
+    def report(self) -> None:
+        """Merge in the other processes' records, derive the teacher check and the timing ratios, save, and re-render
+        the README section and the plot (under a lock: the processes sharing the run write the same files)."""
+        self.store.refresh()
+        self.results["teacher_check"] = teacher_check(self.results)
+        self.results["timing_ratio"] = timing(self.results)
+        self.store.save()
+        bench = json.loads(self.bench.read_text()) if self.bench.is_file() else None
+        with _locked(self.readme.with_suffix(".lock")):
+            write_section(self.readme, render(self.results, bench))
+            plot(self.results, self.plot_file)
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -314,7 +590,7 @@ def timing(results: dict) -> dict:
     """Seconds per iteration of each MMKD variant relative to the plain (uniform) multi-teacher step."""
     out = {}
     for dataset in DATASETS:
-        for student in STUDENTS:
+        for student in ALL_STUDENTS:
             runs = [r for r in results["runs"] if r["dataset"] == dataset and r["student"] == student]
             plain = [r["seconds_per_iteration"] for r in runs if r["method"] == "uniform"]
             for method in ("mmkd_logits", "mmkd_logits_features"):
@@ -324,8 +600,9 @@ def timing(results: dict) -> dict:
     return out
 
 
-def render(results: dict) -> str:
-    """The README section: results per dataset and student, beside MedMNIST v2's ResNet-18."""
+def render(results: dict, bench: dict | None = None) -> str:
+    """The README section: results per dataset and student, beside MedMNIST v2's ResNet-18; with fast-student
+    records, their accuracy beside the latency ``bench`` (``docs/bench_latency.json``) measured."""
     lines = []
     for dataset in DATASETS:
         runs = [r for r in results["runs"] if r["dataset"] == dataset]
@@ -338,7 +615,7 @@ def render(results: dict) -> str:
                   f"Target: a student of <= 1/20 of ResNet-18 with AUC >= {t_auc}, ACC >= {t_acc}.", "",
                   "| student | method | seeds | test AUC | AUC gain over student_alone, 95% CI | test ACC | val NLL | meets target |",
                   "|---|---|---|---|---|---|---|---|"]
-        for student in STUDENTS:
+        for student in ALL_STUDENTS:
             for method in METHODS:
                 sel = [r for r in runs if r["student"] == student and r["method"] == method]
                 if not sel:
@@ -370,6 +647,7 @@ def render(results: dict) -> str:
             lines += ["", f"Every teacher better than the best student alone on validation (ACC > {best['val_accuracy']:.3f}, "
                           f"AUC > {best['val_auc']:.3f}, NLL < {best['val_nll']:.3f}): **{verdict}**"
                           + (f"; not better on: {'; '.join(worse)}." if worse else ".")]
+        lines += _fast_lines(dataset, runs, teachers, bench)
         lines.append("")
     weights = [(r["dataset"], r["student"], r["method"], r["seed"], r["weights"]) for r in results["runs"] if "weights" in r]
     if weights:
@@ -397,6 +675,42 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _latency(bench: dict | None, model: str, batch: int) -> str:
+    """Median eager latency (ms, one thread) of ``model`` of ``scripts/bench_latency.py``'s ``mmkd`` records."""
+    if not bench:
+        return "not measured"
+    if bench.get("busy"):
+        return "busy run only"  # a README shows no latency measured on a busy machine
+    for r in bench.get("records", []):
+        if (r["bundle"], r["model"], r["runtime"], r["threads"], r["batch"]) == ("mmkd", model, "eager", 1, batch):
+            return f"{1000 * r['median_s']:.2f}"
+    return "not measured"
+
+
+def _fast_lines(dataset: str, runs: list[dict], teachers: dict, bench: dict | None) -> list[str]:
+    """The fast student's accuracy beside its latency (issue 20), with the teachers and the large student it is
+    compared with; nothing until a fast student is recorded."""
+    if not any(r["student"] == FAST for r in runs):
+        return []
+    lines = ["", f"**Fast student beside its latency** ({dataset}, test split, mean ± sd over seeds; latency: eager, "
+                 "one thread, median ms of `docs/bench_latency.json`, generated by `scripts/bench_latency.py` on an idle "
+                 "machine; the 20k student is not benchmarked):", "",
+             "| model | method | seeds | parameters | test AUC | test ACC | latency b1 (ms) | latency b64 (ms) |",
+             "|---|---|---|---:|---|---|---:|---:|"]
+    for name, t in teachers.items():
+        model = f"teacher_{name}"
+        lines.append(f"| {model} | – | 1 | {t['parameters']:,} | {t['auc']:.3f} | {t['accuracy']:.3f} | "
+                     f"{_latency(bench, model, 1)} | {_latency(bench, model, 64)} |")
+    for student, model in LATENCY_MODELS.items():
+        for method in METHODS:
+            sel = [r for r in runs if r["student"] == student and r["method"] == method]
+            if sel:
+                lines.append(f"| {student} student | {method} | {len(sel)} | {sel[0]['parameters']:,} | "
+                             f"{_mean_sd([r['auc'] for r in sel])} | {_mean_sd([r['accuracy'] for r in sel])} | "
+                             f"{_latency(bench, model, 1)} | {_latency(bench, model, 64)} |")
+    return lines
+
+
 def _recipe_lines(selection: dict | None) -> list[str]:
     """The teacher recipe search of one dataset: every candidate's validation NLL / AUC / ACC per teacher."""
     if not selection:
@@ -421,8 +735,9 @@ def _default_run_seconds(results: dict) -> float | None:
     return teachers["seconds"] + sum(stages) if teachers and len(stages) == 2 else None
 
 
-def plot(results: dict) -> None:
-    """Bar plot: mean learned weight of each teacher when it was right vs wrong (seed 0 MMKD runs)."""
+def plot(results: dict, path: Path | None = None) -> None:
+    """Bar plot (``path``, default ``PLOT``): mean learned weight of each teacher when it was right vs wrong (seed 0
+    MMKD runs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -445,16 +760,8 @@ def plot(results: dict) -> None:
     axes[0][0].set_ylabel("mean KD weight (val)")
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(PLOT, dpi=120)
+    fig.savefig(path or PLOT, dpi=120)
     plt.close(fig)
-
-
-def report(results: dict) -> None:
-    results["teacher_check"] = teacher_check(results)
-    results["timing_ratio"] = timing(results)
-    _save(results)
-    write_section(README, render(results))
-    plot(results)
 
 
 def stale_records(results: dict, datasets: list[str]) -> str | None:
@@ -476,15 +783,19 @@ def stale_records(results: dict, datasets: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     ap = evidence_parser(__doc__, report_only="re-render tables and plot from results.json")
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=STUDENTS)
+    ap.add_argument("--students", nargs="+", default=list(STUDENTS), choices=ALL_STUDENTS,
+                    help=f"default {' '.join(STUDENTS)}; {FAST}: the bundle's FastStudent (configs/student_fast.json)")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/mmkd_evidence"), help="checkpoints (never in git)")
+    ap.add_argument("--work", type=Path, default=WORK,
+                    help="run folders: checkpoints and evaluation outputs (never in git); processes running the same "
+                         "command on the same folder share the runs")
     ap.add_argument("--breast-student-epochs", type=int, default=20)
     ap.add_argument("--teachers-only", action="store_true", help="train and select the teachers, no students")
     ap.add_argument("--teacher-recipes", nargs="+", default=None, choices=sorted(TEACHER_RECIPES),
                     help="candidate teacher recipes (default: TEACHER_RECIPE_GRID of each dataset)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="bundle overrides for every run")
     ap.add_argument("--out", type=Path, default=None, help="write results.json, README section and plot here instead")
+    ap.add_argument("--bench", type=Path, default=BENCH, help="scripts/bench_latency.py's JSON (fast-student latency)")
     args = ap.parse_args(argv)
     EXTRA.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
     if args.out is not None:
@@ -495,29 +806,15 @@ def main(argv: list[str] | None = None) -> None:
             README.write_text("<!-- results:begin -->\n<!-- results:end -->\n")
     setup_logging()
     torch.set_num_threads(1)
-    results = RecordStore(RESULTS, _key).results
-    results.setdefault("protocol", {})["description"] = protocol_text(__doc__, "Writes ")
+    evidence = Evidence(args.work, RESULTS, README, PLOT, args.bench, args.breast_student_epochs)
     if not args.report_only:
-        stale = stale_records(results, args.datasets)
+        stale = stale_records(evidence.results, args.datasets)
         if stale:
             raise SystemExit(stale)
-        done = {_key(r) for r in results["runs"]}
-        for seed in args.seeds:  # seed-major: a partial run has complete comparisons for its first seeds
-            for dataset in args.datasets:
-                recipes = args.teacher_recipes or TEACHER_RECIPE_GRID[dataset]
-                teachers, recipe = train_teachers(dataset, args.work, results, recipes)
-                epochs = {"max_epochs": args.breast_student_epochs} if dataset == "breastmnist" else {}
-                for student in [] if args.teachers_only else args.students:
-                    for method in args.methods:
-                        if (dataset, student, method, seed) in done:
-                            continue
-                        record = train_student(dataset, student, method, seed, args.work, teachers, epochs, recipe)
-                        results["runs"].append(record)
-                        report(results)
-                        logger.info("%s %s %s seed %d: test AUC %.3f ACC %.3f (val NLL %.3f) in %.0f s", dataset,
-                                    student, method, seed, record["auc"], record["accuracy"], record["val_nll"],
-                                    record["seconds"])
-    report(results)
+        clear_reused_claims(args.work)
+        recipes = {d: list(args.teacher_recipes or TEACHER_RECIPE_GRID[d]) for d in args.datasets}
+        evidence.run(args.seeds, args.datasets, recipes, [] if args.teachers_only else args.students, args.methods)
+    evidence.report()
 
 
 if __name__ == "__main__":

@@ -19,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "accuracy_latency_table",
+    "busy_latency_note",
     "busy_refusal",
     "busy_section",
     "changes_table",
     "is_busy",
+    "latency_ms",
     "load_average",
     "markers",
     "run_header",
@@ -97,6 +100,80 @@ def changes_table(
         return ""
     head = "| group | runs | " + " | ".join(f"{name} (mean before -> after, change)" for name in metrics) + " |"
     return "\n".join([head, "|---|---|" + "---:|" * len(metrics), *rows])
+
+
+def latency_ms(
+    bench: dict[str, Any] | None, bundle: str, model: str, runtime: str = "eager", batch: int = 64, threads: int = 1
+) -> str:
+    """One latency cell of a results table: the median (ms) ``scripts/bench_latency.py`` measured for a model.
+
+    Args:
+        bench: the contents of ``docs/bench_latency.json`` (``None``: no benchmark yet).
+        bundle: the benchmark's bundle entry (e.g. ``kd``, ``weckd``, ``emtkd_pneumonia``).
+        model: the entry's model (``teacher``, ``student``, ``student_fast``, ...).
+        runtime: ``eager``, ``torchscript``, ``onnxruntime`` or ``onnxruntime_int8``.
+        batch: batch size.
+        threads: thread count.
+
+    Returns:
+        the median in ms with two decimals; ``busy run only`` when the benchmark ran on a busy machine (a README
+        shows no latency measured then); ``not measured`` when there is no such record.
+    """
+    if not bench:
+        return "not measured"
+    if bench.get("busy"):
+        return "busy run only"
+    wanted = (bundle, model, runtime, threads, batch)
+    for r in bench.get("records", []):
+        if (r["bundle"], r["model"], r["runtime"], r["threads"], r["batch"]) == wanted:
+            return f"{1000 * r['median_s']:.2f}"
+    return "not measured"
+
+
+def busy_latency_note(bench: dict[str, Any] | None, report_command: str) -> list[str]:
+    """The lines heading a table with latency columns when ``docs/bench_latency.json`` is a busy-machine draft.
+
+    Args:
+        bench: the contents of ``docs/bench_latency.json`` (or ``None``).
+        report_command: the command that re-renders the table once an idle benchmark exists.
+    """
+    if not (bench and bench.get("busy")):
+        return []
+    return ["Latency: `docs/bench_latency.json` holds only a busy-machine draft (not evidence), so no latency is "
+            f"shown; `python scripts/bench_latency.py` on an idle machine, then `{report_command}`, fills the "
+            "columns.", ""]
+
+
+def accuracy_latency_table(
+    header: Sequence[str],
+    rows: Sequence[tuple[Sequence[str], Sequence[dict], str | None]],
+    bench: dict[str, Any] | None,
+    bundle: str,
+    metrics: dict[str, str] | None = None,
+) -> list[str]:
+    """A Markdown table of test metrics (mean ± std over seeds) with each model's one-thread latency beside them.
+
+    Args:
+        header: the names of the label columns (e.g. ``["method", "student"]``).
+        rows: per row, its label cells, its run records (one per seed) and its model in ``docs/bench_latency.json``
+            (``None``: no latency, e.g. a model the benchmark does not build).
+        bench: the contents of ``docs/bench_latency.json`` (or ``None``).
+        bundle: the benchmark's bundle entry of the rows' models.
+        metrics: column name -> record field; default test accuracy and test AUC.
+
+    Returns:
+        the table's lines: label columns, ``seeds``, the metrics, then eager latency at batch 64 and batch 1.
+    """
+    from monai_kd.evidence.report import mean_std  # no torch/MONAI import: stays cheap
+
+    metrics = metrics or {"test accuracy": "accuracy", "test AUC": "auc"}
+    lines = ["| " + " | ".join([*header, "seeds", *metrics, "latency b64, 1 thread (ms)", "latency b1, 1 thread (ms)"])
+             + " |", "|" + "---|" * len(header) + "---:|" * (len(metrics) + 3)]
+    for labels, records, model in rows:
+        cells = [mean_std([r[field] for r in records]) for field in metrics.values()]
+        latency = [latency_ms(bench, bundle, model, batch=b) if model else "" for b in (64, 1)]
+        lines.append("| " + " | ".join([*labels, str(len(records)), *cells, *latency]) + " |")
+    return lines
 
 
 def load_average() -> float:

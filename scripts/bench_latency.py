@@ -9,7 +9,8 @@ by :func:`monai_kd.quantization.quantize_onnx`), the script runs warm-up passes,
 and records the median and the inter-quartile range. Parameters and multiply-accumulates
 (``torch.utils.flop_counter``, MACs = FLOPs / 2) are recorded per model. Ratios teacher / student are taken within
 one run. The accuracy of fast and int8 students is not measured here (random weights): ``scripts/fast_evidence.py``
-puts it beside these latencies in ``bundles/kd/docs/README.md``.
+puts it beside these latencies in ``bundles/kd/docs/README.md``, and ``--student fast`` of
+``scripts/weckd_evidence.py`` / ``scripts/emtkd_evidence.py`` in theirs.
 
 A busy machine gives no honest latency: the 1-minute load average is read before and after; above ``--max-load``
 the run is refused (exit 3) unless ``--allow-busy``. A busy run is a draft for development, flagged "busy machine,
@@ -18,7 +19,7 @@ the bundle READMEs then only say that the latency is not measured yet.
 
 Writes ``docs/bench_latency.json``, the tables between the ``<!-- latency:begin -->``/``<!-- latency:end -->``
 markers of ``docs/bench_latency.md`` and, from an idle run, those of every bundle README holding the markers.
-The full run (7 bundle entries, 1 and 2 threads, batch 1 and 64) takes about 10 minutes on an idle 2-core CPU.
+The full run (8 bundle entries, 1 and 2 threads, batch 1 and 64) takes about 10 minutes on an idle 2-core CPU.
 
 Example::
 
@@ -49,6 +50,10 @@ BUNDLES: dict[str, tuple[str, list[str], dict[str, str], str | None]] = {
     "emtkd": ("emtkd", ["train.json"], {"teacher_a": "teacher_a#network_def", "teacher_b": "teacher_b#network_def",
                                         "student": "network_def"}, None),
     "emtkd_classification": ("emtkd", ["train_classification.json"], {
+        "teacher_a": "teacher_a#network_def", "teacher_b": "teacher_b#network_def", "student": "network_def"},
+        "student_fast_classification.json"),
+    # the PneumoniaMNIST form (28 px, full-resolution student stem) that scripts/emtkd_evidence.py's tables report
+    "emtkd_pneumonia": ("emtkd", ["train_classification.json", "train_pneumonia.json"], {
         "teacher_a": "teacher_a#network_def", "teacher_b": "teacher_b#network_def", "student": "network_def"},
         "student_fast_classification.json"),
     "kdml_cls": ("kdml_cls", ["train.json"], {"teacher": "teacher_def", "student": "network_def"}, "student_fast.json"),

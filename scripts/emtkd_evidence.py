@@ -40,12 +40,24 @@ Rules fixed before looking at any test number:
 - the single teacher of ``single_teacher_kd`` is the source-only teacher with the higher validation AUC (per seed);
 - test metrics are computed once per trained model and never feed back into any choice.
 
+The fast-student arm (``--student fast``, :class:`FastEvidence`, ``pneumonia`` only): the same protocol with
+``configs/student_fast_classification.json`` layered over the benchmark's train and evaluate configs, so the student
+is the 13k-parameter ``FastStudent`` (what a user runs with that overlay); only ``student_alone`` and ``emtkd``, with
+the weighting the main evidence chose on validation (its ``selection``; a benchmark it has not chosen runs the same
+grid and rule with the fast student). The teachers are the main run's (``--teacher-work``: same configs and seed,
+hence the same models) when their run folder finished there, else they are trained here through the same stage,
+without the overlay. Records carry ``student: "fast"``.
+
 Writes ``bundles/emtkd/docs/results.json`` (``runs``: one record per trained model with ``benchmark``, ``method``,
 ``seed``, ``accuracy``, ``auc`` and extras), the Markdown tables (mean ± std over seeds, paired gains) and
 ``teacher_weights.png`` (per-instance weights the EMTKD student's weighting gives the teachers on the target test
 images) between the ``<!-- results:begin -->``/``<!-- results:end -->`` markers of ``bundles/emtkd/docs/README.md``.
 Resumable: records already in the results file are skipped, and a stage whose run folder holds ``done.json`` is
-not retrained, so it can run over several sessions. Several processes may share the results file (one per
+not retrained, so it can run over several sessions. The fast arm writes ``docs/results_fast.json`` (the same
+record fields plus ``student``) and the table between the ``<!-- fast:begin -->``/``<!-- fast:end -->`` markers,
+each model beside its one-thread latency from ``docs/bench_latency.json`` (``scripts/bench_latency.py``, entry
+``emtkd_pneumonia``: the PneumoniaMNIST form at 28 px), with the teachers' and default student's rows of
+``results.json`` for comparison. Several processes may share the results file (one per
 benchmark uses both cores of a 2-core CPU): about 9.5 min per seed on BraTS and 16 min on PneumoniaMNIST per core.
 
 ``--quick`` (1 seed, 1 epoch per stage, 3 iterations per epoch) checks the whole pipeline in a few minutes; it writes
@@ -62,6 +74,7 @@ Example::
     python scripts/emtkd_evidence.py --seeds 0 1 2 --benchmarks retinal
     python scripts/emtkd_evidence.py --quick
     python scripts/emtkd_evidence.py --report-only  # re-render the tables from docs/results.json, no training
+    python scripts/emtkd_evidence.py --student fast --seeds 0 1 2   # the fast-student arm (PneumoniaMNIST)
 """
 
 from __future__ import annotations
@@ -81,11 +94,11 @@ from monai.bundle import ConfigParser
 
 from monai_kd.data.domain_datalist import domain_datalist
 from monai_kd.data.retinal import write_retinal_datalist
-from monai_kd.evidence import (SPECS, RecordStore, check_seeds, ci_note, evidence_parser, mean_std, paired,
-                               protocol_text, run_bundle, run_stage, setup_logging)
+from monai_kd.evidence import (MARKER, SPECS, RecordStore, check_seeds, ci_note, evidence_parser, mean_std, paired,
+                               protocol_text, run_bundle, run_stage, setup_logging, signed_mean_std)
 from monai_kd.evidence.evaluate import evaluate_bundle, predict_logits
 from monai_kd.networks import load_pretrained
-from monai_kd.reporting import changes_table, markers, write_section
+from monai_kd.reporting import accuracy_latency_table, busy_latency_note, changes_table, markers, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "emtkd"
@@ -126,6 +139,9 @@ RETINAL_SELECTION_RULE = (
 )
 RETINAL_METHODS = (*METHODS, "student_all_target_labels")
 WEIGHTING_GRID = ("gate", "confidence")
+FAST_OVERLAY = CONFIGS / "student_fast_classification.json"
+FAST_METHODS = ("student_alone", "emtkd")  # the fast arm: the student alone against the bundle's method
+TEACHER_STAGE = "run_teachers"  # never under an overlay: the teachers are the main protocol's
 QUICK = {"teacher_epochs": 1, "max_epochs": 1, "epoch_length": 3}
 MARK_BEGIN, MARK_END = markers()
 
@@ -146,6 +162,10 @@ class Evidence:
     tie_margin = 0.002
     tie_breaker = ("val_nll", -1)
     selection_rule = SELECTION_RULE
+    #: config files layered over the benchmark's train and evaluate configs (not over the teachers' stage)
+    overlays: tuple[Path, ...] = ()
+    #: fields added to every record
+    tag: dict[str, Any] = {}
 
     def __init__(self, work: Path, output: Path, overrides: dict[str, Any]) -> None:
         self.work = work
@@ -189,16 +209,22 @@ class Evidence:
 
     def record(self, rec: dict) -> None:
         """Add one run record unless it is already there (saved at once)."""
-        self.store.record(rec)
+        self.store.record({**rec, **self.tag})
 
     # ------------------------------------------------------------------ training
+
+    def configs(self, benchmark: str, run_id: str | None = None, *extra: str) -> list[Path]:
+        """The benchmark's config files, then ``extra`` ones, then :attr:`overlays` (unless ``run_id`` trains the
+        teachers)."""
+        overlays = self.overlays if run_id != TEACHER_STAGE else ()
+        return [CONFIGS / c for c in (*BENCHMARKS[benchmark]["configs"], *extra)] + list(overlays)
 
     def train(self, benchmark: str, seed: int, run_id: str, name: str, **override: Any) -> Path:
         """Run ``run_id`` of the bundle into ``work/benchmark/seed<k>/name`` unless it finished before."""
         root = self.work / benchmark / f"seed{seed}" / name
         spec = BENCHMARKS[benchmark]
         stage = functools.partial(
-            run_bundle, run_id, [CONFIGS / c for c in spec["configs"]], root, meta_file=META,
+            run_bundle, run_id, self.configs(benchmark, run_id), root, meta_file=META,
             dataset_dir=str(spec["dataset_dir"]), seed=seed, **self.overrides, **override,
         )
         # a folder without done.json is an interrupted run (partial checkpoints): run_stage removes it first
@@ -230,7 +256,7 @@ class Evidence:
         """The benchmark's bundle config for ``seed`` (networks, datalists, transforms)."""
         spec = BENCHMARKS[benchmark]
         parser = ConfigParser()
-        parser.read_config([str(CONFIGS / c) for c in spec["configs"]])
+        parser.read_config([str(c) for c in self.configs(benchmark)])
         parser["dataset_dir"] = str(spec["dataset_dir"])
         parser["seed"] = seed
         parser["bundle_root"] = str(self.work)
@@ -263,7 +289,7 @@ class Evidence:
         ``ckpt``), which writes ``eval/metrics.json`` and ``eval/val_metrics.json`` into the run folder of ``ckpt``.
         """
         spec = BENCHMARKS[benchmark]
-        configs = [CONFIGS / c for c in spec["configs"]] + [CONFIGS / "evaluate_classification.json"]
+        configs = self.configs(benchmark, None, "evaluate_classification.json")
         out: dict[str, Any] = {}
         for split in ("test", "val"):
             prefix = "" if split == "test" else f"{split}_"
@@ -320,54 +346,68 @@ class Evidence:
         have = {r["method"] for r in self.results["runs"] if r["benchmark"] == benchmark and r["seed"] == seed}
         return set(self.methods) <= have
 
+    def teachers(self, benchmark: str, seed: int, adapted: bool) -> Path:
+        """The run folder of the DANN (``adapted``) or source-only teachers of ``seed``, trained unless finished."""
+        name, override = ("teachers_da", {}) if adapted else ("teachers_src", {"dann_weight": 0.0})
+        return self.train(benchmark, seed, TEACHER_STAGE, name, **override)
+
     def run_seed(self, benchmark: str, seed: int) -> None:
-        """Train and record every method of the protocol for one benchmark and seed."""
+        """Train and record every method of :attr:`methods` for one benchmark and seed."""
         if self.seed_complete(benchmark, seed):
             logger.info("skip %s seed %d (every method recorded)", benchmark, seed)
             return
         base = {"benchmark": benchmark, "seed": seed}
-        teacher_val, roots = {}, {}
-        for adapted, name, override in ((True, "teachers_da", {}), (False, "teachers_src", {"dann_weight": 0.0})):
-            root = roots[adapted] = self.train(benchmark, seed, "run_teachers", name, **override)
-            for t in TEACHERS:  # recorded as soon as they are trained (a long run leaves records behind early)
-                m = self.evaluate(benchmark, seed, f"{t}#network_def", root / "models" / f"{t}.pt")
-                teacher_val[(t, adapted)] = m[self.selection_metric]
-                self.record({**base, "method": "teacher_direct", **m, "teacher": t, "domain_adaptation": adapted})
-        da, src = roots[True], roots[False]
+        roots: dict[bool, Path] = {}
 
-        alone = self.train(benchmark, seed, "run_student_alone", "student_alone")
-        self.record(
-            {
-                **base,
-                "method": "student_alone",
-                **self.evaluate(benchmark, seed, "network_def", alone / "models" / "student_alone.pt"),
-            }
-        )
+        def teachers(adapted: bool) -> Path:  # trained (or found) at first use: a method subset may need one kind
+            if adapted not in roots:
+                roots[adapted] = self.teachers(benchmark, seed, adapted)
+            return roots[adapted]
 
-        chosen = self.choose_weighting(benchmark, seed, da)
-        best_src = max(TEACHERS, key=lambda t: teacher_val[(t, False)])
-        plan = {  # method -> (teacher root, teachers, weighting, fixmatch weight)
-            "single_teacher_kd": (src, [best_src], "uniform", 0.0),
-            "uniform_mtkd": (src, list(TEACHERS), "uniform", 0.0),
-            "camkd": (src, list(TEACHERS), "camkd", 0.0),
-            "emtkd": (da, list(TEACHERS), chosen, 1.0),
-            "emtkd_no_da": (src, list(TEACHERS), chosen, 1.0),
-            "emtkd_no_weighting": (da, list(TEACHERS), "uniform", 1.0),
-            "emtkd_no_ssl": (da, list(TEACHERS), chosen, 0.0),
+        teacher_val = {}
+        if "teacher_direct" in self.methods:
+            for adapted in (True, False):
+                root = teachers(adapted)
+                for t in TEACHERS:  # recorded as soon as they are trained (a long run leaves records behind early)
+                    m = self.evaluate(benchmark, seed, f"{t}#network_def", root / "models" / f"{t}.pt")
+                    teacher_val[(t, adapted)] = m[self.selection_metric]
+                    self.record({**base, "method": "teacher_direct", **m, "teacher": t, "domain_adaptation": adapted})
+
+        if "student_alone" in self.methods:
+            alone = self.train(benchmark, seed, "run_student_alone", "student_alone")
+            self.record(
+                {
+                    **base,
+                    "method": "student_alone",
+                    **self.evaluate(benchmark, seed, "network_def", alone / "models" / "student_alone.pt"),
+                }
+            )
+
+        chosen = self.choose_weighting(benchmark, seed, teachers(True))
+        best_src = max(TEACHERS, key=lambda t: teacher_val[(t, False)]) if teacher_val else None
+        plan = {  # method -> (DANN teachers, teachers, weighting, fixmatch weight)
+            "single_teacher_kd": (False, [best_src], "uniform", 0.0),
+            "uniform_mtkd": (False, list(TEACHERS), "uniform", 0.0),
+            "camkd": (False, list(TEACHERS), "camkd", 0.0),
+            "emtkd": (True, list(TEACHERS), chosen, 1.0),
+            "emtkd_no_da": (False, list(TEACHERS), chosen, 1.0),
+            "emtkd_no_weighting": (True, list(TEACHERS), "uniform", 1.0),
+            "emtkd_no_ssl": (True, list(TEACHERS), chosen, 0.0),
         }
-        for method, (root, teachers, weighting, fixmatch) in plan.items():
-            key = {"teacher": teachers[0]} if method == "single_teacher_kd" else {}
-            if self._key({**base, "method": method, **key}) in self.done:
+        for method, (adapted, teacher_names, weighting, fixmatch) in plan.items():
+            key = {"teacher": teacher_names[0]} if method == "single_teacher_kd" else {}
+            if method not in self.methods or self._key({**base, "method": method, **key}) in self.done:
                 continue
-            student = self.student(benchmark, seed, root, teachers, weighting, fixmatch)
+            root = teachers(adapted)
+            student = self.student(benchmark, seed, root, teacher_names, weighting, fixmatch)
             rec = {
                 **base,
                 "method": method,
                 **self.evaluate(benchmark, seed, "network_def", student / "models" / "model.pt"),
             }
-            rec.update(key, weighting=weighting, fixmatch_weight=fixmatch, domain_adapted_teachers=root is da)
-            if len(teachers) > 1:
-                weights = self.teacher_weights(benchmark, seed, student, root, teachers, weighting)
+            rec.update(key, weighting=weighting, fixmatch_weight=fixmatch, domain_adapted_teachers=adapted)
+            if len(teacher_names) > 1:
+                weights = self.teacher_weights(benchmark, seed, student, root, teacher_names, weighting)
                 rec["test_teacher_weights"] = weights.mean(axis=0).tolist()
                 if method == "emtkd":
                     rec["test_teacher_weights_per_instance"] = np.round(weights[:, 0], 4).tolist()
@@ -393,6 +433,43 @@ class Evidence:
         self.results["selection"][benchmark] = {"rule": self.selection_rule, "grid": grid, "chosen": best["weighting"]}
         self.save()
         return best["weighting"]
+
+
+class FastEvidence(Evidence):
+    """The fast-student arm: :class:`Evidence` with ``configs/student_fast_classification.json`` over every student run
+    and evaluation, :data:`FAST_METHODS` only, the main run's teachers and the main evidence's weighting.
+
+    Args:
+        work: folder of the fast arm's run folders (students; teachers only when they are not in ``teacher_work``).
+        output: ``results_fast.json`` (read to resume, rewritten after every record).
+        overrides: config overrides of every run.
+        teacher_work: the main evidence's work folder: its finished teacher run folders (``done.json``) are reused.
+        main_results: the main evidence's ``results.json``: its weighting ``selection`` is reused.
+    """
+
+    methods = FAST_METHODS
+    overlays = (FAST_OVERLAY,)
+    tag = {"student": "fast"}
+
+    def __init__(
+        self, work: Path, output: Path, overrides: dict[str, Any], teacher_work: Path, main_results: Path
+    ) -> None:
+        super().__init__(work, output, overrides)
+        self.teacher_work = teacher_work
+        self.results["protocol"] = protocol_text(__doc__)
+        main = json.loads(main_results.read_text()).get("selection", {}) if main_results.is_file() else {}
+        source = f"{main_results.name} (main evidence)"
+        for benchmark, entry in main.items():
+            if "chosen" in entry:
+                self.results["selection"].setdefault(benchmark, {**entry, "source": source})
+
+    def teachers(self, benchmark: str, seed: int, adapted: bool) -> Path:
+        """The main run's teachers when that run folder finished, else :meth:`Evidence.teachers` (no overlay)."""
+        reused = self.teacher_work / benchmark / f"seed{seed}" / ("teachers_da" if adapted else "teachers_src")
+        if (reused / MARKER).is_file():
+            logger.info("%s seed %d: reusing the teachers of %s", benchmark, seed, reused)
+            return reused
+        return super().teachers(benchmark, seed, adapted)
 
 
 class RetinalEvidence(Evidence):
@@ -443,7 +520,7 @@ class RetinalEvidence(Evidence):
         seed's target split, whole images at the masks' resolution), written into the run folder of ``ckpt``.
         """
         spec = BENCHMARKS[benchmark]
-        configs = [CONFIGS / c for c in spec["configs"]] + [CONFIGS / "evaluate.json"]
+        configs = self.configs(benchmark, None, "evaluate.json")
         out: dict[str, Any] = {}
         for split in ("test", "val"):
             prefix = "" if split == "test" else f"{split}_"
@@ -591,6 +668,46 @@ def markdown(results: dict, plot_name: str | None, before: list[dict] | None = N
     return "\n".join(lines)
 
 
+def fast_markdown(results: dict, main: dict, bench: dict | None) -> str:
+    """The fast arm beside the teachers and the default student: test metrics and one-thread latency, paired gains.
+
+    Args:
+        results: the fast arm's results (``results_fast.json``).
+        main: the main evidence's results (``results.json``): the teachers' and default student's rows.
+        bench: ``docs/bench_latency.json`` (or ``None``); entry ``emtkd_pneumonia``.
+    """
+    lines = busy_latency_note(bench, "python scripts/emtkd_evidence.py --student fast --report-only")
+    fast = results["runs"]
+    for benchmark in [b for b in CLASSIFICATION if any(r["benchmark"] == b for r in fast)]:
+        mine = [{**r, "method": f"fast {r['method']}"} for r in fast if r["benchmark"] == benchmark]
+        other = [r for r in main.get("runs", []) if r["benchmark"] == benchmark]
+        rows = [([f"teacher_direct: {t} (DANN)"], [r for r in other if r["method"] == "teacher_direct"
+                 and r.get("teacher") == t and r.get("domain_adaptation")], t) for t in TEACHERS]
+        rows += [([method], [r for r in other if r["method"] == method], "student") for method in FAST_METHODS]
+        rows += [([f"fast {method}"], [r for r in mine if r["method"] == f"fast {method}"], "student_fast")
+                 for method in FAST_METHODS]
+        seeds = sorted({r["seed"] for r in mine})
+        lines += [f"### {benchmark}: fast student (`configs/student_fast_classification.json`) beside the teachers and "
+                  f"the default student (target-domain test split, fast arm seeds {seeds})", "",
+                  *accuracy_latency_table(["model"], [row for row in rows if row[1]], bench, f"emtkd_{benchmark}"), ""]
+        both = mine + other
+        for arm, baseline in (("fast emtkd", "fast student_alone"), ("fast emtkd", "emtkd"),
+                              ("fast emtkd", "teacher_direct: teacher_a (DANN)"),
+                              ("fast emtkd", "teacher_direct: teacher_b (DANN)")):
+            for metric in ("accuracy", "auc"):
+                gain = paired(SPECS["emtkd"], both, benchmark, arm, baseline, metric)
+                if gain.n:
+                    lines.append(f"- test-{'AUC' if metric == 'auc' else metric} difference {arm} minus {baseline}: "
+                                 f"{signed_mean_std(list(gain.differences))}{ci_note(gain)} ({arm} higher on "
+                                 f"{gain.wins}/{gain.n} seeds)")
+        sel = results.get("selection", {}).get(benchmark, {})
+        source = sel.get("source", "chosen by this arm on validation")
+        lines += ["", f"Weighting: **{sel.get('chosen')}** ({source}).", ""]
+    if results.get("overrides"):
+        lines += [f"**Not evidence**: runs with overrides {results['overrides']} (a pipeline check).", ""]
+    return "\n".join(lines) if fast else "No fast-student records yet (the run is resumable)."
+
+
 def markdown_retinal(results: dict) -> str:
     """Tables of the ``retinal`` benchmark: target test Dice / pixel AUC (mean ± std over seeds) and paired gains."""
     rs = [r for r in results["runs"] if r["benchmark"] == "retinal"]
@@ -664,29 +781,25 @@ def plot_weights(results: dict, path: Path) -> bool:
 def main(argv: list[str] | None = None) -> None:
     parser = evidence_parser(__doc__, quick="1 seed, 1 epoch per stage, 3 iterations per epoch; writes into the work folder")
     parser.add_argument("--benchmarks", nargs="+", default=["retinal", "pneumonia"], choices=list(BENCHMARKS))
-    parser.add_argument("--work", type=Path, default=None, help="run folders (default scripts/_work/emtkd[_quick])")
+    parser.add_argument("--work", type=Path, default=None, help="run folders (default scripts/_work/emtkd[_fast][_quick])")
     parser.add_argument(
-        "--output", type=Path, default=None, help="results JSON (default docs/results.json of the bundle)"
+        "--output", type=Path, default=None, help="results JSON (default docs/results[_fast].json of the bundle)"
     )
     parser.add_argument("--readme", type=Path, default=None, help="README with result markers (default the bundle's)")
+    parser.add_argument("--student", choices=["default", "fast"], default="default",
+                        help="fast: the fast-student arm (FastEvidence, pneumonia only) into results_fast.json")
+    parser.add_argument("--teacher-work", type=Path, default=REPO / "scripts" / "_work" / "emtkd",
+                        help="--student fast: the main evidence's work folder, whose finished teachers are reused")
+    parser.add_argument("--main-results", type=Path, default=BUNDLE / "docs" / "results.json",
+                        help="--student fast: the main evidence (weighting reused, teachers' rows shown)")
+    parser.add_argument("--bench", type=Path, default=REPO / "docs" / "bench_latency.json",
+                        help="--student fast: latency benchmark (scripts/bench_latency.py)")
     args = parser.parse_args(argv)
     setup_logging()
-    if args.quick:
-        seeds, overrides = args.seeds[:1], dict(QUICK)
-        work = args.work or REPO / "scripts" / "_work" / "emtkd_quick"
-        output = args.output or work / "results.json"
-        readme = args.readme or work / "README.md"
-        if not readme.is_file():
-            readme.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(BUNDLE / "docs" / "README.md", readme)
-    else:
-        if not args.report_only:
-            check_seeds(parser, args.seeds, "use at least 3 seeds (or --quick): single-seed AUC on these small target "
-                                            "test splits swings by points")
-        seeds, overrides = args.seeds, {}
-        work = args.work or REPO / "scripts" / "_work" / "emtkd"
-        output = args.output or BUNDLE / "docs" / "results.json"
-        readme = args.readme or BUNDLE / "docs" / "README.md"
+    if args.student == "fast":
+        fast_main(parser, args)
+        return
+    seeds, overrides, work, output, readme = _run_files(parser, args, "")
     start = time.perf_counter()
     evidence = Evidence(work, output, overrides)
     if not args.report_only:
@@ -712,6 +825,53 @@ def main(argv: list[str] | None = None) -> None:
         write_section(readme, retinal, name="retinal")
         print(retinal)
     logger.info("total %.0f s; results in %s, table in %s", time.perf_counter() - start, output, readme)
+
+
+def _run_files(parser: Any, args: Any, arm: str) -> tuple[list[int], dict[str, Any], Path, Path, Path]:
+    """Seeds, overrides, work folder, results file and README of a run (``arm``: ``""`` or ``"_fast"``).
+
+    ``--quick`` runs one seed and writes into its work folder only (results and a copy of the README); otherwise at
+    least 3 seeds are required (unless ``--report-only``) and the results and README are the bundle's.
+    """
+    results = f"results{arm}.json"
+    if args.quick:
+        work = args.work or REPO / "scripts" / "_work" / f"emtkd{arm}_quick"
+        readme = args.readme or work / "README.md"
+        if not readme.is_file():
+            readme.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(BUNDLE / "docs" / "README.md", readme)
+        return args.seeds[:1], dict(QUICK), work, args.output or work / results, readme
+    if not args.report_only:
+        check_seeds(parser, args.seeds, "use at least 3 seeds (or --quick): single-seed AUC on these small target "
+                                        "test splits swings by points")
+    work = args.work or REPO / "scripts" / "_work" / f"emtkd{arm}"
+    return (args.seeds, {}, work, args.output or BUNDLE / "docs" / results,
+            args.readme or BUNDLE / "docs" / "README.md")
+
+
+def fast_main(parser: Any, args: Any) -> None:
+    """``--student fast``: :class:`FastEvidence` on PneumoniaMNIST, then the README's ``fast`` section."""
+    if args.benchmarks == parser.get_default("benchmarks"):
+        args.benchmarks = ["pneumonia"]
+    if args.benchmarks != ["pneumonia"]:
+        parser.error("--student fast runs the pneumonia benchmark only")
+    seeds, overrides, work, output, readme = _run_files(parser, args, "_fast")
+    evidence = FastEvidence(work, output, overrides, args.teacher_work, args.main_results)
+
+    def render() -> str:
+        main_results = json.loads(args.main_results.read_text()) if args.main_results.is_file() else {}
+        bench = json.loads(args.bench.read_text()) if args.bench.is_file() else None
+        text = fast_markdown(evidence.results, main_results, bench)
+        write_section(readme, text, "fast")
+        return text
+
+    if not args.report_only:
+        evidence.results["overrides"] = overrides
+        for seed in seeds:
+            evidence.run_seed("pneumonia", seed)
+            render()
+        evidence.save()
+    print(render())
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from monai_kd.data import medmnist_datalist  # noqa: E402
 from monai_kd.networks import load_pretrained  # noqa: E402
 from monai_kd.quantization import calibration_images, export_onnx, fake_quantized, OnnxNetwork  # noqa: E402
 from monai_kd.quantization import quantize_onnx, strip_fake_quant  # noqa: E402
-from monai_kd.reporting import write_section  # noqa: E402
+from monai_kd.reporting import busy_latency_note, latency_ms, write_section  # noqa: E402
 from monai_kd.results_file import save_merged_results  # noqa: E402
 
 BUNDLE = REPO / "bundles" / "kd"
@@ -223,24 +223,13 @@ LATENCY_OF = {
 
 
 def _latency(bench: dict | None, model: str, batch: int) -> str:
-    if not bench:
-        return "not measured"
-    if bench.get("busy"):
-        return "busy run only"  # a README shows no latency measured on a busy machine
     name, runtime = LATENCY_OF[model]
-    for r in bench.get("records", []):
-        if (r["bundle"], r["model"], r["runtime"], r["threads"], r["batch"]) == ("kd", name, runtime, 1, batch):
-            return f"{1000 * r['median_s']:.2f}"
-    return "not measured"
+    return latency_ms(bench, "kd", name, runtime, batch)
 
 
 def markdown(results: dict, bench: dict | None) -> str:
     """Accuracy of every fast / int8 student beside its one-thread latency; paired gains by seed."""
-    lines = []
-    if bench and bench.get("busy"):
-        lines += ["Latency: `docs/bench_latency.json` holds only a busy-machine draft (not evidence), so no latency is "
-                  "shown; `python scripts/bench_latency.py` on an idle machine, then `python scripts/fast_evidence.py "
-                  "--report-only`, fills the columns.", ""]
+    lines = busy_latency_note(bench, "python scripts/fast_evidence.py --report-only")
     runs = results["runs"]
     for dataset in sorted({r["dataset"] for r in runs}):
         rs = [r for r in runs if r["dataset"] == dataset]

@@ -19,11 +19,23 @@ Rules fixed before looking at any test number:
   PneumoniaMNIST, NLL still discriminates); the chosen pair is used for every seed, for the chain and for one-step KD;
 - test metrics are computed once per trained model and never feed back into any choice.
 
+The fast-student arm (``--student fast``, :class:`FastEvidence`): the same protocol with ``configs/student_fast.json``
+layered over ``train.json`` and ``evaluate.json``, so every link and every baseline is the 13k-parameter
+``FastStudent`` (what a user runs with that overlay); only ``chain`` and ``single_backbone_same_data`` (the paper's
+comparison), with the KD terms the main evidence chose on validation for the cell (its ``selection``; a cell it has
+not chosen runs the same grid and rule with the fast student). The chain has no separate teacher (its links are
+students of the same architecture), so nothing of the main run is reused but its choices. Records carry
+``student: "fast"``.
+
 Writes ``bundles/weckd/docs/results.json`` (``runs``: one record per model with ``dataset``, ``fraction``, ``link``,
 ``method``, ``seed``, ``accuracy``, ``auc`` (test) and more; for the baselines ``link`` is the chain position whose
 model they are compared with, 3), ``selection`` (the grids), the chain plot ``bundles/weckd/docs/chain.png`` and the
 tables between the ``<!-- results:begin -->``/``<!-- results:end -->`` markers of ``bundles/weckd/docs/README.md``.
 Resumable: finished links and models are reused from their checkpoints, recorded runs are not evaluated again.
+The fast arm writes ``bundles/weckd/docs/results_fast.json`` (same record fields plus ``student``) and the table
+between the ``<!-- fast:begin -->``/``<!-- fast:end -->`` markers, each row beside its one-thread latency from
+``docs/bench_latency.json`` (``scripts/bench_latency.py``, entry ``weckd``), with the default student's rows of
+``results.json`` for comparison.
 
 Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
 (``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
@@ -32,6 +44,7 @@ Example::
 
     python scripts/weckd_evidence.py --datasets pneumoniamnist breastmnist --seeds 0 1 2
     python scripts/weckd_evidence.py --report-only  # re-render the tables and the plot from results.json
+    python scripts/weckd_evidence.py --student fast --datasets pneumoniamnist breastmnist --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -44,10 +57,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from monai_kd.evidence import (RecordStore, check_seeds, ci, evidence_parser, mean_std, protocol_text, run_bundle,
-                               run_stage, setup_logging, signed_mean_std, t_interval)
+from monai_kd.evidence import (RecordStore, check_seeds, ci, ci_note, evidence_parser, mean_std, protocol_text,
+                               run_bundle, run_stage, setup_logging, signed_mean_std, t_interval)
 from monai_kd.evidence.evaluate import evaluate_bundle
-from monai_kd.reporting import write_section
+from monai_kd.reporting import accuracy_latency_table, busy_latency_note, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "weckd"
@@ -64,6 +77,8 @@ DATASETS = {
     "breastmnist": {"dataset_dir": str(DATA / "breastmnist")},
 }
 METHODS = ["chain", "single_backbone_same_data", "one_step_kd", "single_backbone_union"]
+FAST_OVERLAY = str(BUNDLE / "configs" / "student_fast.json")
+FAST_METHODS = ["chain", "single_backbone_same_data"]  # the fast arm: the method against the paper's comparison
 UNION = "monai.data.Dataset(monai_kd.engines.merge_datalists(@link_datalists{}), transform=@train#preprocessing)"
 LAST = "monai.data.Dataset(@link_datalists[-1], transform=@train#preprocessing)"
 # bundle overrides that turn the chain / student_alone stages into the baselines (same code path, other data):
@@ -94,6 +109,13 @@ class Evidence:
         datasets: the datasets this process runs; it keeps only their ``selection`` entries in memory, so a
             process running another dataset never writes back a stale copy of this one's (see ``save``).
     """
+
+    #: the methods of every cell (``chain`` first: the baselines use the KD terms chosen for it)
+    methods: list[str] = METHODS
+    #: config files layered over ``train.json`` and ``evaluate.json`` in every run and evaluation
+    overlays: tuple[str, ...] = ()
+    #: fields added to every record
+    tag: dict[str, Any] = {}
 
     def __init__(self, output: Path, work: Path, overrides: dict[str, Any] | None = None,
                  datasets: list[str] | None = None) -> None:
@@ -127,8 +149,8 @@ class Evidence:
         scores: dict[str, float] = {}
         for split in ("test", "val"):
             prefix = "" if split == "test" else f"{split}_"
-            metrics = evaluate_bundle([CONFIG, EVALUATE], root, f"{prefix}metrics.json", run_id="run_checkpoint",
-                                      eval_checkpoint=str(ckpt), eval_split=split, meta_file=META,
+            metrics = evaluate_bundle([CONFIG, EVALUATE, *self.overlays], root, f"{prefix}metrics.json",
+                                      run_id="run_checkpoint", eval_checkpoint=str(ckpt), eval_split=split, meta_file=META,
                                       **DATASETS[dataset])[ckpt.stem]
             scores.update({prefix + name: metrics[key] for key, name in METRICS.items()})
         return scores
@@ -136,7 +158,7 @@ class Evidence:
     def train(self, stage: str, root: Path, dataset: str, fraction: float, seed: int, **override: Any) -> None:
         """One bundle stage, skipped once its run folder holds ``done.json``; a folder without it is resumed, not
         removed: finished links inside (and a link 1 shared between grid points) are reused by the chain runner."""
-        run_stage(root, functools.partial(run_bundle, stage, CONFIG, root, meta_file=META, seed=seed,
+        run_stage(root, functools.partial(run_bundle, stage, [CONFIG, *self.overlays], root, meta_file=META, seed=seed,
                                           link_fraction=fraction, chain_length=CHAIN_LENGTH, **DATASETS[dataset],
                                           **self.overrides, **override),
                   clean=False, name=f"{dataset} {stage} fraction {fraction:g} seed {seed} in {root.name}",
@@ -146,7 +168,7 @@ class Evidence:
         if self.recorded(dataset, fraction, method, seed, link):
             return
         rec = {"dataset": dataset, "fraction": fraction, "link": link, "method": method, "seed": seed,
-               **self.evaluate(dataset, ckpt), **extra}
+               **self.evaluate(dataset, ckpt), **extra, **self.tag}
         self.store.record(rec)
         self._prune()
 
@@ -189,7 +211,7 @@ class Evidence:
             for rec in links:
                 self.record(dataset, fraction, "chain", seed, rec["link"], models / f"link_{rec['link']}.pt",
                             temperature=tau, kd_weight=alpha, train_items=rec["train_items"], labelled_links=[rec["link"]])
-            for method in METHODS[1:]:
+            for method in self.methods[1:]:
                 stage, name, override = BASELINES[method]
                 kd = {"temperature": tau, "kd_weight": alpha} if method == "one_step_kd" else {}
                 self.train(stage, root / name, dataset, fraction, seed, **kd, **override)
@@ -200,6 +222,35 @@ class Evidence:
                             train_items=sum(r["train_items"] for r in record),
                             labelled_links={"single_backbone_same_data": [3], "one_step_kd": [1, 2, 3],
                                             "single_backbone_union": [1, 2, 3]}[method])
+
+
+class FastEvidence(Evidence):
+    """The fast-student arm: :class:`Evidence` with ``configs/student_fast.json`` over every run and evaluation.
+
+    Runs :data:`FAST_METHODS` only, and starts from the KD terms the main evidence (``main_results``) chose on
+    validation for each cell; a cell without a choice there is chosen here by the same grid and rule.
+
+    Args:
+        output: ``results_fast.json`` to read (if present) and write.
+        work: folder of the fast arm's checkpoints (not the main run's: other networks).
+        main_results: the main evidence's ``results.json`` (its ``selection`` is reused).
+        overrides: extra bundle overrides for every run.
+        datasets: the datasets this process runs.
+    """
+
+    methods = FAST_METHODS
+    overlays = (FAST_OVERLAY,)
+    tag = {"student": "fast"}
+
+    def __init__(self, output: Path, work: Path, main_results: Path, overrides: dict[str, Any] | None = None,
+                 datasets: list[str] | None = None) -> None:
+        super().__init__(output, work, overrides, datasets)
+        self.results["protocol"] = protocol_text(__doc__)
+        self.results["overrides"] = self.overrides
+        main = json.loads(main_results.read_text()).get("selection", {}) if main_results.is_file() else {}
+        for cell, entry in main.items():
+            if cell.split("/")[0] in self.datasets and "chosen" in entry:
+                self.results["selection"].setdefault(cell, {**entry, "source": f"{main_results.name} (main evidence)"})
 
 
 # --------------------------------------------------------------------------- report
@@ -287,6 +338,49 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def fast_markdown(results: dict, main: dict, bench: dict | None) -> str:
+    """The fast arm beside the default student: test metrics and one-thread latency per fraction, then paired gains.
+
+    Args:
+        results: the fast arm's results (``results_fast.json``).
+        main: the main evidence's results (``results.json``): the default student's rows of the same methods.
+        bench: ``docs/bench_latency.json`` (or ``None``).
+    """
+    lines = busy_latency_note(bench, "python scripts/weckd_evidence.py --student fast --report-only")
+    fast = results["runs"]
+    for dataset in [d for d in DATASETS if _runs(fast, dataset=d)]:
+        fractions = sorted({r["fraction"] for r in _runs(fast, dataset=dataset)})
+        rows = []
+        for f in fractions:
+            for student, runs, model in (("fast", fast, "student_fast"), ("default", main.get("runs", []), "student")):
+                for method in FAST_METHODS:
+                    rs = _runs(runs, dataset=dataset, fraction=f, method=method, link=CHAIN_LENGTH)
+                    if rs:
+                        name = f"{method} (link 3)" if method == "chain" else method
+                        rows.append(([f"{f:.0%}", name, student], rs, model))
+        lines += [f"### {dataset}: fast student (`configs/student_fast.json`) beside the default student (test split; "
+                  "mean ± std over seeds)", "",
+                  *accuracy_latency_table(["per-link fraction", "method", "student"], rows, bench, "weckd"), ""]
+        for f in fractions:
+            for method, acc, auc in verdicts(fast, dataset, f):
+                lines.append(f"- {f:.0%}, fast student: chain (link 3) minus {method}: accuracy {_gain(acc)}"
+                             f"{ci_note(t_interval(acc))}, AUC {_gain(auc)}{ci_note(t_interval(auc))} (chain more "
+                             f"accurate on {sum(a > 0 for a in acc)}/{len(acc)} seeds): {verdict(acc, auc)}")
+            last = {r["seed"]: r for r in _runs(fast, dataset=dataset, fraction=f, method="chain", link=CHAIN_LENGTH)}
+            base = {r["seed"]: r for r in _runs(main.get("runs", []), dataset=dataset, fraction=f, method="chain",
+                                                link=CHAIN_LENGTH)}
+            if seeds := sorted(set(last) & set(base)):
+                auc = [last[s]["auc"] - base[s]["auc"] for s in seeds]
+                lines.append(f"- {f:.0%}: fast chain minus default chain (link 3, same seed and partition): AUC "
+                             f"{_gain(auc)}{ci_note(t_interval(auc))}")
+        chosen = [f"{f:.0%}: tau {s['chosen']['temperature']:g}, w {s['chosen']['kd_weight']:g} "
+                  f"({s.get('source', 'this arm')})" for f in fractions if "chosen" in (s := results["selection"].get(f"{dataset}/{f:g}", {}))]
+        lines += ["", f"KD terms: {'; '.join(chosen)}.", ""]
+    if results.get("overrides"):
+        lines += [f"**Not evidence**: runs with overrides {results['overrides']} (a pipeline check).", ""]
+    return "\n".join(lines) if fast else "No fast-student records yet (the run is resumable)."
+
+
 def plot(results: dict, path: Path) -> None:
     """Test accuracy and AUC per link, one line per fraction (mean ± std over seeds), baselines as markers at link 3."""
     import matplotlib
@@ -334,15 +428,25 @@ def plot(results: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = evidence_parser(__doc__, quick="smoke test: one epoch, a few steps (not evidence)",
                              report_only="only re-render the tables and the plot")
+    parser.add_argument("--student", choices=["default", "fast"], default="default",
+                        help="fast: the fast-student arm (configs/student_fast.json; FastEvidence) into "
+                             "results_fast.json and the README's fast section")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=sorted(DATASETS))
     parser.add_argument("--fractions", nargs="+", type=float, default=FRACTIONS)
     parser.add_argument("--run-seeds", nargs="+", type=int, default=None,
                         help="train only these of --seeds in this process (e.g. one process per core; the KD grid"
                              " of seed 0 must be chosen first, by a process that runs seed 0)")
-    parser.add_argument("--work", type=Path, default=REPO / "scripts" / "_work" / "weckd", help="checkpoints")
-    parser.add_argument("--output", type=Path, default=BUNDLE / "docs" / "results.json")
-    parser.add_argument("--readme", type=Path, default=BUNDLE / "docs" / "README.md")
-    parser.add_argument("--plot", type=Path, default=BUNDLE / "docs" / "chain.png")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="checkpoints (default scripts/_work/weckd[_fast][_quick])")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="results file (default docs/results.json, or docs/results_fast.json with --student fast)")
+    parser.add_argument("--main-results", type=Path, default=BUNDLE / "docs" / "results.json",
+                        help="--student fast: the main evidence (KD terms reused, default-student rows shown)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="README with the markers (default the bundle's; with --quick a copy in the work folder)")
+    parser.add_argument("--plot", type=Path, default=None, help="chain plot (default beside the README)")
+    parser.add_argument("--bench", type=Path, default=REPO / "docs" / "bench_latency.json",
+                        help="--student fast: latency benchmark (scripts/bench_latency.py)")
     args = parser.parse_args(argv)
     if not args.quick and not args.report_only:
         check_seeds(parser, args.seeds, "use at least 3 seeds: single-seed accuracy at these label counts swings by "
@@ -354,16 +458,38 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--run-seeds {run_seeds} must be a subset of --seeds {args.seeds}")
     setup_logging()
     quick = {"max_epochs": 1, "min_iterations": 2} if args.quick else {}
-    evidence = Evidence(args.output, args.work, quick, args.datasets)
+    fast = args.student == "fast"
+    work = args.work or REPO / "scripts" / "_work" / f"weckd{'_fast' * fast}{'_quick' * args.quick}"
+    docs = work if args.quick else BUNDLE / "docs"  # a smoke test never writes into the bundle by default
+    output = args.output or docs / ("results_fast.json" if fast else "results.json")
+    readme = args.readme or docs / "README.md"
+    if not readme.is_file():
+        readme.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(BUNDLE / "docs" / "README.md", readme)
+    chain_plot = args.plot or readme.parent / "chain.png"
+    if fast:
+        evidence = FastEvidence(output, work, args.main_results, quick, args.datasets)
+
+        def render() -> str:
+            main_results = json.loads(args.main_results.read_text()) if args.main_results.is_file() else {}
+            bench = json.loads(args.bench.read_text()) if args.bench.is_file() else None
+            text = fast_markdown(evidence.results, main_results, bench)
+            write_section(readme, text, "fast")
+            return text
+    else:
+        evidence = Evidence(output, work, quick, args.datasets)
+
+        def render() -> str:
+            text = markdown(evidence.results)
+            write_section(readme, text)
+            plot(evidence.results, chain_plot)
+            return text
     if not args.report_only:
         for dataset in args.datasets:
             for fraction in args.fractions:
                 evidence.run_cell(dataset, fraction, run_seeds)
-                write_section(args.readme, markdown(evidence.results))
-                plot(evidence.results, args.plot)
-    write_section(args.readme, markdown(evidence.results))
-    plot(evidence.results, args.plot)
-    print(markdown(evidence.results))
+                render()
+    print(render())
 
 
 if __name__ == "__main__":

@@ -70,7 +70,6 @@ import fcntl
 import functools
 import json
 import logging
-import os
 import shutil
 import statistics
 import time
@@ -83,7 +82,7 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_kd.data import medmnist_datalist
-from monai_kd.evidence import (SPECS, Claimed, RecordStore, ci, claim, claim_holder, evidence_parser, paired,
+from monai_kd.evidence import (SPECS, Claimed, RecordStore, ci, claim, evidence_parser, paired,
                                protocol_text, run_stage, setup_logging)
 from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.reporting import write_section
@@ -311,40 +310,6 @@ def teacher_root(work: Path, dataset: str, recipe: str) -> Path:
     return work / dataset / f"teachers_{recipe}"
 
 
-def _started(pid: int) -> float | None:
-    """When process ``pid`` started, in seconds since the epoch (to about a second; Linux ``/proc``), or None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
-                    if line.startswith("btime "))
-        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime, in clock ticks since boot
-    except (OSError, StopIteration, ValueError, IndexError):
-        return None
-
-
-def clear_reused_claims(work: Path) -> list[Path]:
-    """Remove the claims under ``work`` whose process id now belongs to a process started after the claim was made.
-
-    A claim names its holder by process id only. After a reboot or a new container session, the processes that held
-    the claims are gone but their ids are given out again: a claim could then look held by an unrelated process (its
-    run never trained) or by this very process (``claim`` refuses a double claim). A holder always starts before it
-    writes its claim, so a claim older than the start of the process now holding its id is stale.
-
-    Returns:
-        the claim files removed.
-    """
-    removed = []
-    for path in sorted(work.rglob("*.claim")) if work.is_dir() else []:
-        holder = claim_holder(path.with_suffix(""))
-        started = None if holder is None else _started(holder)
-        with contextlib.suppress(FileNotFoundError):
-            if started is not None and started > path.stat().st_mtime + 1.0:  # ``btime`` has a resolution of 1 s
-                path.unlink()
-                removed.append(path)
-                logger.info("%s: removed a claim made before its process id was reused (process %d)", path, holder)
-    return removed
-
-
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """Hold an exclusive lock on the file ``path`` (e.g. while re-rendering a README two processes share)."""
@@ -381,23 +346,6 @@ class Evidence:
         self.results.setdefault("protocol", {})["description"] = protocol_text(__doc__, "Writes ")
 
     # sharing -------------------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _claim(self, root: Path) -> Iterator[None]:
-        """:func:`~monai_kd.evidence.claim` of ``root``, taken under a lock the processes sharing ``work`` share.
-
-        ``claim`` creates its file, then writes its process id into it; another process reading the file in between
-        finds no live holder and takes the claim over, and both train the run (seen 4 times in 300 claims of two
-        processes in lockstep). Taking claims one process at a time closes that window; releasing needs no lock.
-
-        Raises:
-            Claimed: another live process holds ``root``.
-        """
-        self.work.mkdir(parents=True, exist_ok=True)
-        with contextlib.ExitStack() as held:
-            with _locked(self.work / "claims.lock"):
-                held.enter_context(claim(root))
-            yield
-
     def _shared(self, jobs: list[tuple[Path, Callable[[], Any]]], wait: bool) -> None:
         """Run each ``(run folder, job)`` under the folder's claim, the records refreshed first (the job checks them).
 
@@ -410,7 +358,7 @@ class Evidence:
             for job in list(pending):
                 root, run = job
                 try:
-                    with self._claim(root):
+                    with claim(root):
                         self.store.refresh()
                         run()
                 except Claimed as e:
@@ -811,7 +759,6 @@ def main(argv: list[str] | None = None) -> None:
         stale = stale_records(evidence.results, args.datasets)
         if stale:
             raise SystemExit(stale)
-        clear_reused_claims(args.work)
         recipes = {d: list(args.teacher_recipes or TEACHER_RECIPE_GRID[d]) for d in args.datasets}
         evidence.run(args.seeds, args.datasets, recipes, [] if args.teachers_only else args.students, args.methods)
     evidence.report()

@@ -206,25 +206,6 @@ def test_teachers_without_the_stage_marker_are_trained_again(ev, tmp_path):
     assert ev.trained() == ["breastmnist/teachers_legacy_e20"] and len(ev.evaluated) == 2 * 3 * 2
 
 
-def test_claims_whose_process_id_was_reused_are_removed(ev, tmp_path):
-    """After a reboot (or a new container) the ids in old claims belong to other processes: such a claim is older than
-    the process now holding its id, and is removed; a claim made by a live process after it started is kept."""
-    other = _sleeper()
-    try:
-        time.sleep(0.2)
-        old, live = tmp_path / "work" / "old.claim", tmp_path / "work" / "a" / "live.claim"
-        live.parent.mkdir(parents=True)
-        for path in (old, live):
-            path.write_text(str(other.pid))
-        os.utime(old, (time.time() - 3600, time.time() - 3600))  # written an hour before its "holder" started
-        assert ev.clear_reused_claims(tmp_path / "work") == [old]
-        assert not old.exists() and live.exists() and ev.claim_holder(live.with_suffix("")) == other.pid
-    finally:
-        _end(other)
-    assert ev.clear_reused_claims(tmp_path / "work") == []  # a dead holder's claim is left to claim() to take over
-    assert ev.clear_reused_claims(tmp_path / "nowhere") == []
-
-
 def test_fast_student_layers_its_config_over_the_dataset_configs(ev, tmp_path):
     train = ["train.json"]
     assert [Path(f).name for f in ev._configs("pneumoniamnist", "fast")] == ["train.json", "student_fast.json"]

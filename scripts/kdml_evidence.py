@@ -70,8 +70,8 @@ from typing import Any
 
 import numpy as np
 
-from monai_kd.evidence import (SPECS, Claimed, RecordStore, check_seeds, ci, claim, evidence_parser, mean_std,
-                               paired_difference, protocol_text, run_bundle, run_stage, setup_logging)
+from monai_kd.evidence import (MARKER, SPECS, Claimed, RecordStore, check_seeds, ci, claim, evidence_parser,
+                               mean_std, paired_difference, protocol_text, run_bundle, run_stage, setup_logging)
 from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.metrics import save_cka_heatmap
 from monai_kd.reporting import changes_table, markers, write_section
@@ -146,9 +146,10 @@ def train_and_evaluate(
     train_cfg, eval_cfg, meta = _configs(task)
     common = {"meta_file": meta, "bundle_root": str(root), "dataset_dir": str(TASKS[task]["dataset_dir"]), "seed": seed,
               **overrides}
-    done = root / "models" / ("teacher.pt" if stage == "run_teacher" else "model_s2.pt")
     common.pop("bundle_root")
-    trained = run_stage(root, functools.partial(run_bundle, stage, train_cfg, root, **common), done=done,
+    _adopt_evaluated_run(root, root / "models" / ("teacher.pt" if stage == "run_teacher" else "model_s2.pt"))
+    # finished = run_stage's marker, not the checkpoint: CheckpointSaver's save_final also writes it on an exception
+    trained = run_stage(root, functools.partial(run_bundle, stage, train_cfg, root, **common),
                         name=f"{task} {root.name} seed {seed}")
     out: dict[str, Any] = {"train_seconds": None if trained.seconds is None else round(trained.seconds, 1)}
     if evaluate:
@@ -158,6 +159,13 @@ def train_and_evaluate(
             out[split] = evaluate_bundle(eval_cfg, root, name, eval_split=split, **common, **cka)
             out[f"{split}_cka"] = _cka_files(root / "eval" / ("fidelity_cka" if split == "test" else f"{split}_fidelity_cka"))
     return out
+
+
+def _adopt_evaluated_run(root: Path, checkpoint: Path) -> None:
+    """Mark as finished a run folder from before the done markers whose checkpoint was evaluated (the evaluation
+    only ever ran after a completed training); any other folder without the marker is retrained from scratch."""
+    if not (root / MARKER).is_file() and checkpoint.is_file() and (root / "eval" / "metrics.json").is_file():
+        (root / MARKER).write_text(json.dumps({"seconds": None, "adopted": "evaluated before done markers"}))
 
 
 def _cka_files(folder: Path) -> dict[str, Any]:
@@ -236,7 +244,7 @@ class Evidence:
         """Train (or reuse) the seed's offline teacher and record its test metrics."""
         root = self.teacher_ckpt(seed).parents[1]
         evaluate = not self.recorded("teacher", None, seed)
-        if not evaluate and self.teacher_ckpt(seed).is_file():
+        if not evaluate and (root / MARKER).is_file():
             return
         self._check_budget(root)
         out = train_and_evaluate(self.task, "run_teacher", root, seed,

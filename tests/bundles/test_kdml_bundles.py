@@ -309,6 +309,25 @@ def test_evidence_records_resume_and_tables(tmp_path):
     assert text.startswith("head\n") and text.endswith("tail\n") and "old" not in text and table in text
 
 
+def test_evidence_counts_a_run_finished_by_its_marker_not_its_checkpoint(tmp_path, monkeypatch):
+    """CheckpointSaver's save_final writes the checkpoint on an exception too: a folder with a checkpoint and no done
+    marker is an interrupted run, removed and retrained; one whose checkpoint was evaluated predates the markers."""
+    ev = load_script("kdml_evidence")
+    calls = []
+    monkeypatch.setattr(ev, "run_bundle", lambda *a, **k: calls.append(a[0]))
+    interrupted, evaluated = tmp_path / "interrupted", tmp_path / "evaluated"
+    for root in (interrupted, evaluated):
+        (root / "models").mkdir(parents=True)
+        (root / "models" / "model_s2.pt").write_text("half-trained")
+    (evaluated / "eval").mkdir()
+    (evaluated / "eval" / "metrics.json").write_text("{}")
+    ev.train_and_evaluate("classification", "run_students", interrupted, 0, {}, evaluate=False)
+    assert calls == ["run_students"] and not (interrupted / "models").exists()  # removed, then trained again
+    assert (interrupted / ev.MARKER).is_file()
+    ev.train_and_evaluate("classification", "run_students", evaluated, 0, {}, evaluate=False)
+    assert calls == ["run_students"] and (evaluated / "models" / "model_s2.pt").read_text() == "half-trained"
+
+
 def test_evidence_processes_share_the_runs_by_claims(tmp_path, capsys, monkeypatch):
     """Two processes running the same command split the runs: a run another live process holds is left to it (it
     records it), the grid every seed needs is waited for, and a claim whose process died is taken over."""
@@ -327,6 +346,7 @@ def test_evidence_processes_share_the_runs_by_claims(tmp_path, capsys, monkeypat
         trained.append(root.name)
         (root / "models").mkdir(parents=True, exist_ok=True)
         (root / "models" / ("teacher.pt" if stage == "run_teacher" else "model_s2.pt")).write_text("x")
+        (root / ev.MARKER).write_text("{}")  # what run_stage writes once the training returned
         w = overrides.get("kd_feature_weight", overrides.get("ml_feature_weight", 1.0))
         member = {"nll": scores.get(w, 0.2), "accuracy": 0.9, "auc": 0.95, "fidelity": 0.9}
         metrics = {m: dict(member) for m in ("s1", "s2", "ensemble", "teacher")}

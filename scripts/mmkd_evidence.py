@@ -20,16 +20,19 @@ Rules fixed before any test number was seen:
   BreastMNIST runs its config ``train_breastmnist.json`` (students: ``--breast-student-epochs``, 20);
 - the quiz role (10 % of the training split, ``split_seed`` 0) is the only data MMKD holds out of the student's
   loss; every other method trains on the whole training split, so all methods see the same labelled images;
-- "teachers clearly better than the students" is checked on validation only: each teacher's validation NLL and
-  accuracy against each student alone's (``teacher_check`` in ``results.json``);
+- "teachers clearly better than the students" is checked on validation only: each teacher's validation NLL, AUC and
+  accuracy, and those of the uniform mixture of the three (what uniform KD distils from), against the best student
+  alone's (``teacher_check`` in ``results.json``);
 - test metrics are computed once per trained model and never feed back into any choice;
 - every model is scored from its checkpoint by the bundle's own ``configs/evaluate.json`` (run id
-  ``run_checkpoint``, ``eval_split`` test and val; a teacher by ``--eval_network @teachers --eval_member NAME``).
+  ``run_checkpoint``, ``eval_split`` test and val; a teacher by ``--eval_network @teachers --eval_member NAME``, the
+  mixture by ``--eval_member "['resnet','densenet','cnn']"``).
 
 Writes ``bundles/mmkd/docs/results.json``: ``runs`` (one record per student: ``dataset``, ``student``, ``method``,
 ``seed``, ``accuracy``, ``auc`` on the test split, validation ``val_accuracy``/``val_auc``/``val_nll``,
 ``parameters``, ``seconds``, ``seconds_per_iteration``), ``teachers`` (validation and test metrics per teacher of the
-chosen recipe), ``teacher_candidates`` (the same for every candidate recipe), ``teacher_check``, ``weights`` (mean
+chosen recipe), ``teacher_candidates`` (the same for every candidate recipe), ``teacher_mixture`` (the same for the
+uniform mixture of the chosen teachers), ``teacher_check``, ``weights`` (mean
 learned weight per teacher when that teacher was right / wrong on validation), ``timing`` (bilevel step time relative
 to the plain multi-teacher step); the plot ``docs/mmkd_weights.png``; and the Markdown tables between the
 ``results`` markers of ``bundles/mmkd/docs/README.md``.
@@ -85,6 +88,7 @@ from monai_kd.data import medmnist_datalist
 from monai_kd.evidence import (SPECS, Claimed, RecordStore, ci, claim, evidence_parser, paired,
                                protocol_text, run_stage, setup_logging)
 from monai_kd.evidence.evaluate import evaluate_bundle
+from monai_kd.networks import member_name
 from monai_kd.reporting import write_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,8 +204,8 @@ def _run(parser: ConfigParser, stage: str) -> tuple[float, int]:
     return seconds, int(parser.get_parsed_content(trainer).state.iteration)
 
 
-def _evaluate(dataset: str, root: Path, checkpoint: Path, network: str = "@network_def", member: str | None = None,
-              student: str | None = None, **override) -> dict[str, float]:
+def _evaluate(dataset: str, root: Path, checkpoint: Path, network: str = "@network_def",
+              member: str | list[str] | None = None, student: str | None = None, **override) -> dict[str, float]:
     """Test and validation scores of one checkpoint through the bundle's ``evaluate.json`` (run id
     ``run_checkpoint``, as ``monai-kd evaluate`` runs it), written to ``root/eval/{,val_}metrics.json``.
 
@@ -210,7 +214,8 @@ def _evaluate(dataset: str, root: Path, checkpoint: Path, network: str = "@netwo
         root: the run folder the evaluation writes into.
         checkpoint: the file to evaluate (``--eval_checkpoint``).
         network: the config reference of the network it fills (``--eval_network``), e.g. ``@teachers``.
-        member: the model of that network's ``ModuleDict`` to score (``--eval_member``), e.g. a teacher's name.
+        member: the model of that network's ``ModuleDict`` to score (``--eval_member``), e.g. a teacher's name, or a
+            list of names: the uniform mixture of their probabilities (:class:`monai_kd.networks.MeanProbabilities`).
         student: the student the checkpoint holds (its size, or its config layered under ``evaluate.json``).
         override: bundle overrides the network needs (a teacher recipe).
 
@@ -226,7 +231,7 @@ def _evaluate(dataset: str, root: Path, checkpoint: Path, network: str = "@netwo
         metrics = evaluate_bundle(configs, root, f"{prefix}metrics.json", run_id="run_checkpoint", meta_file=META,
                                   dataset_dir=str(DATA / dataset), eval_split=split, eval_checkpoint=str(checkpoint),
                                   eval_network=network, **chosen, **{**override, **EXTRA})
-        found = metrics[member or checkpoint.stem]
+        found = metrics[member_name(member, checkpoint)]
         scores.update({name: found[metric] for metric, name in names.items()})
     scores["parameters"] = found["parameters"]
     return scores
@@ -341,7 +346,7 @@ class Evidence:
         self.readme, self.plot_file, self.bench = Path(readme), Path(plot_file), Path(bench)
         self.epochs = {"breastmnist": {"max_epochs": breast_student_epochs}}
         self.store = RecordStore(output, _key, defaults={"selection": {}, "teachers": {}, "teacher_candidates": {},
-                                                         "timing": {}})
+                                                         "teacher_mixture": {}, "timing": {}})
         self.results = self.store.results
         self.results.setdefault("protocol", {})["description"] = protocol_text(__doc__, "Writes ")
 
@@ -425,7 +430,21 @@ class Evidence:
         self.results["selection"][f"{dataset}/teacher_recipe"] = selection
         self.results["teachers"][dataset] = self._candidate_scores(dataset, chosen)
         self.store.save()
+        self._shared([(teacher_root(self.work, dataset, chosen), functools.partial(self.teacher_mixture, dataset, chosen))],
+                     wait=True)
         return teacher_root(self.work, dataset, chosen) / "models" / "teachers.pt", TEACHER_RECIPES[chosen]
+
+    def teacher_mixture(self, dataset: str, recipe: str) -> None:
+        """Score (once) the uniform mixture of the chosen teachers' probabilities, what uniform multi-teacher KD
+        distils from, and record it as ``teacher_mixture``: the teacher check asks whether it, too, beats the students.
+        """
+        names = list(self.results["teachers"][dataset])
+        if self.results["teacher_mixture"].get(dataset, {}).get("recipe") == recipe:
+            return
+        root = teacher_root(self.work, dataset, recipe)
+        scores = _evaluate(dataset, root, root / "models" / "teachers.pt", "@teachers", names, **TEACHER_RECIPES[recipe])
+        self.results["teacher_mixture"][dataset] = {"recipe": recipe, "members": names, **scores}
+        self.store.save()
 
     # students ------------------------------------------------------------------------------------------------------
     def recorded(self, dataset: str, student: str, method: str, seed: int) -> bool:
@@ -513,7 +532,8 @@ def _gain_cell(runs: list[dict], dataset: str, student: str, method: str) -> str
 
 
 def teacher_check(results: dict) -> dict:
-    """Per dataset and teacher: better than the best student alone on validation accuracy, AUC and NLL?"""
+    """Per dataset and teacher (and for the uniform mixture of the teachers): better than the best student alone on
+    validation accuracy, AUC and NLL?"""
     check = {}
     for dataset, teachers in results.get("teachers", {}).items():
         alone = [r for r in results["runs"] if r["dataset"] == dataset and r["method"] == "student_alone"]
@@ -531,6 +551,10 @@ def teacher_check(results: dict) -> dict:
             "teacher_better": per_teacher,
             "teachers_better": all(all(v.values()) for v in per_teacher.values()),
         }
+        mixture = results.get("teacher_mixture", {}).get(dataset)
+        if mixture:  # what uniform KD distils from: the teachers together
+            check[dataset]["mixture_better"] = {m: (mixture[m] < v if m == "val_nll" else mixture[m] > v)
+                                                for m, v in best.items()}
     return check
 
 
@@ -595,6 +619,14 @@ def render(results: dict, bench: dict | None = None) -> str:
             lines += ["", f"Every teacher better than the best student alone on validation (ACC > {best['val_accuracy']:.3f}, "
                           f"AUC > {best['val_auc']:.3f}, NLL < {best['val_nll']:.3f}): **{verdict}**"
                           + (f"; not better on: {'; '.join(worse)}." if worse else ".")]
+            mixture = results.get("teacher_mixture", {}).get(dataset)
+            if mixture and "mixture_better" in check:
+                lacking = [m for m, ok in check["mixture_better"].items() if not ok]
+                lines += ["", f"The uniform mixture of the three teachers' probabilities (what uniform KD distils from): "
+                              f"val NLL {mixture['val_nll']:.3f}, ACC {mixture['val_accuracy']:.3f}, AUC "
+                              f"{mixture['val_auc']:.3f} (test AUC {mixture['auc']:.3f}, ACC {mixture['accuracy']:.3f}); "
+                              f"better than the best student alone on validation: "
+                              + ("**yes**." if not lacking else f"**NO** (not on {', '.join(lacking)}).")]
         lines += _fast_lines(dataset, runs, teachers, bench)
         lines.append("")
     weights = [(r["dataset"], r["student"], r["method"], r["seed"], r["weights"]) for r in results["runs"] if "weights" in r]

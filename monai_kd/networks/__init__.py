@@ -1,8 +1,10 @@
-"""Modules that wrap or extend models: feature taps, teacher weighting, gradient reversal, checkpoint loading."""
+"""Modules that wrap or extend models: feature taps, teacher weighting, gradient reversal, checkpoint loading,
+mixtures of classifiers."""
 
 from __future__ import annotations
 
 from monai_kd.networks.domain_adversarial import DomainAdversarialNetwork
+from monai_kd.networks.ensemble import MeanProbabilities, member_name, select_member
 from monai_kd.networks.fast_student import FastStudent, SeparableBlock
 from monai_kd.networks.feature_tap import FeatureTap
 from monai_kd.networks.gradient_reversal import GradientReversal, dann_coefficient
@@ -21,6 +23,7 @@ __all__ = [
     "FeatureTap",
     "GradientReversal",
     "LearnedGateWeighting",
+    "MeanProbabilities",
     "MetaWeightNetwork",
     "SeparableBlock",
     "TeacherWeighting",
@@ -28,5 +31,7 @@ __all__ = [
     "dann_coefficient",
     "load_checkpoint",
     "load_pretrained",
+    "member_name",
+    "select_member",
     "unwrap_module",
 ]

@@ -71,7 +71,8 @@ def test_evaluate_on_the_validation_split(trained, data_dir):
     assert not (trained / "eval_val" / "model_card.json").exists()
 
 
-@pytest.mark.parametrize("checkpoint, member", [("teachers.pt", "cnn"), ("student_alone.pt", None), ("model.pt", None)])
+@pytest.mark.parametrize("checkpoint, member", [("teachers.pt", "cnn"), ("teachers.pt", ["resnet", "densenet", "cnn"]),
+                                               ("student_alone.pt", None), ("model.pt", None)])
 def test_evidence_scores_through_evaluate_json_as_in_process(trained, tmp_path, data_dir, checkpoint, member):
     """``scripts/mmkd_evidence.py`` scores one checkpoint with ``evaluate.json`` (``run_checkpoint``; a teacher by
     ``--eval_network @teachers --eval_member NAME``): the record fields it always had, equal to the scores the
@@ -79,7 +80,7 @@ def test_evidence_scores_through_evaluate_json_as_in_process(trained, tmp_path, 
     import numpy as np
 
     from monai_kd.evidence.evaluate import classification_scores, predict_logits
-    from monai_kd.networks import load_pretrained
+    from monai_kd.networks import load_pretrained, member_name, select_member
 
     ev = load_script("mmkd_evidence")
     ckpt = trained / "models" / checkpoint
@@ -90,8 +91,8 @@ def test_evidence_scores_through_evaluate_json_as_in_process(trained, tmp_path, 
     assert list(got) == list(committed["teachers"]["breastmnist"]["resnet"])  # the fields of the records on file
     parser = ConfigParser()
     parser.read_config(CONFIG)
-    if member:
-        net = load_pretrained(parser.get_parsed_content("teachers"), ckpt)[member]
+    if member:  # a teacher, or the uniform mixture of the three (what the teacher check scores besides each)
+        net = select_member(load_pretrained(parser.get_parsed_content("teachers"), ckpt), member)
     else:
         net = load_pretrained(parser.get_parsed_content("network_def"), ckpt)
     for split, names in (("test", ("accuracy", "auc", "test_nll")), ("val", ("val_accuracy", "val_auc", "val_nll"))):
@@ -102,7 +103,7 @@ def test_evidence_scores_through_evaluate_json_as_in_process(trained, tmp_path, 
         for name, metric in zip(names, ("accuracy", "auc", "nll")):
             assert got[name] == pytest.approx(expected[metric], abs=1e-5), (split, name)
     assert got["parameters"] == sum(p.numel() for p in net.parameters())
-    name = member or ckpt.stem
+    name = member_name(member, ckpt)
     assert set(json.loads((tmp_path / "eval" / "val_metrics.json").read_text())) == {name}
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())[name]["test_nll"] == got["test_nll"]
 

@@ -48,7 +48,7 @@ def ev(tmp_path, monkeypatch):
 
     def fake_evaluate_bundle(configs, root, metrics_file, run_id, **override):
         ev.evaluated.append(([Path(c).name for c in configs], {k: v for k, v in override.items() if k == "student"}))
-        name = override.get("eval_member") or Path(override["eval_checkpoint"]).stem
+        name = ev.member_name(override.get("eval_member"), override["eval_checkpoint"])
         recipe = Path(root).name.removeprefix("teachers_")
         scored[0] += 1  # a candidate scored twice (once per process) would differ: the choice must be shared
         nll = RECIPE_NLL.get(recipe, 0.2) + 1e-6 * scored[0]
@@ -188,6 +188,11 @@ def test_two_processes_running_the_same_command_split_the_runs(ev, tmp_path):
     on_file = json.loads((tmp_path / "results.json").read_text())
     assert len(on_file["runs"]) == len({ev._key(r) for r in on_file["runs"]}) == 2 * 2 * len(METHODS)
     assert not list((tmp_path / "work").rglob("*.claim"))
+    # the teachers' uniform mixture is scored once, for the chosen recipe, and checked against the students alone
+    mixture = on_file["teacher_mixture"]["breastmnist"]
+    assert mixture["recipe"] == "stem1bn_e20" and mixture["members"] == list(on_file["teachers"]["breastmnist"])
+    assert set(on_file["teacher_check"]["breastmnist"]["mixture_better"]) == {"val_accuracy", "val_auc", "val_nll"}
+    assert "uniform mixture of the three teachers' probabilities" in (tmp_path / "README.md").read_text()
 
 
 def test_teachers_without_the_stage_marker_are_trained_again(ev, tmp_path):

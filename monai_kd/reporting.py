@@ -28,6 +28,7 @@ __all__ = [
     "latency_ms",
     "load_average",
     "markers",
+    "render_fast_section",
     "run_header",
     "save_timing_run",
     "write_section",
@@ -174,6 +175,33 @@ def accuracy_latency_table(
         latency = [latency_ms(bench, bundle, model, batch=b) if model else "" for b in (64, 1)]
         lines.append("| " + " | ".join([*labels, str(len(records)), *cells, *latency]) + " |")
     return lines
+
+
+def render_fast_section(
+    readme: str | os.PathLike,
+    markdown: Callable[[dict, dict, dict | None], str],
+    results: dict,
+    main_results: str | os.PathLike,
+    bench: str | os.PathLike,
+) -> str:
+    """Write a bundle's fast-student section (``fast`` markers) from its records, the main run's records (the
+    default student and teachers beside the fast one) and the latency benchmark's JSON; absent files read as empty.
+
+    Args:
+        readme: the bundle README.
+        markdown: ``markdown(results, main_results, bench)`` -> the section's text (the evidence script's table).
+        results: the fast arm's records.
+        main_results: the main run's ``results.json``.
+        bench: ``scripts/bench_latency.py``'s JSON.
+
+    Returns:
+        the section's text.
+    """
+    main_results, bench = Path(main_results), Path(bench)
+    text = markdown(results, json.loads(main_results.read_text()) if main_results.is_file() else {},
+                    json.loads(bench.read_text()) if bench.is_file() else None)
+    write_section(readme, text, "fast")
+    return text
 
 
 def load_average() -> float:

@@ -98,7 +98,8 @@ from monai_kd.evidence import (MARKER, SPECS, RecordStore, check_seeds, ci_note,
                                protocol_text, run_bundle, run_stage, setup_logging, signed_mean_std)
 from monai_kd.evidence.evaluate import evaluate_bundle, predict_logits
 from monai_kd.networks import load_pretrained
-from monai_kd.reporting import accuracy_latency_table, busy_latency_note, changes_table, markers, write_section
+from monai_kd.reporting import (accuracy_latency_table, busy_latency_note, changes_table, markers, render_fast_section,
+                                write_section)
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "emtkd"
@@ -859,11 +860,7 @@ def fast_main(parser: Any, args: Any) -> None:
     evidence = FastEvidence(work, output, overrides, args.teacher_work, args.main_results)
 
     def render() -> str:
-        main_results = json.loads(args.main_results.read_text()) if args.main_results.is_file() else {}
-        bench = json.loads(args.bench.read_text()) if args.bench.is_file() else None
-        text = fast_markdown(evidence.results, main_results, bench)
-        write_section(readme, text, "fast")
-        return text
+        return render_fast_section(readme, fast_markdown, evidence.results, args.main_results, args.bench)
 
     if not args.report_only:
         evidence.results["overrides"] = overrides

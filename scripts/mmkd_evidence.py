@@ -85,8 +85,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_kd.data import medmnist_datalist
-from monai_kd.evidence import (SPECS, Claimed, RecordStore, ci, claim, evidence_parser, paired,
-                               protocol_text, run_stage, setup_logging)
+from monai_kd.evidence import (SPECS, RecordStore, ci, evidence_parser, paired, protocol_text, run_stage, setup_logging,
+                               share_runs)
 from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.networks import member_name
 from monai_kd.reporting import write_section
@@ -352,27 +352,8 @@ class Evidence:
 
     # sharing -------------------------------------------------------------------------------------------------------
     def _shared(self, jobs: list[tuple[Path, Callable[[], Any]]], wait: bool) -> None:
-        """Run each ``(run folder, job)`` under the folder's claim, the records refreshed first (the job checks them).
-
-        A job another live process holds is skipped (``wait`` False: that process records it) or retried every
-        ``POLL_SECONDS`` until it is free (``wait`` True: the job then finds the holder's record, or trains the run
-        itself when the holder died before finishing it).
-        """
-        pending = list(jobs)
-        while pending:
-            for job in list(pending):
-                root, run = job
-                try:
-                    with claim(root):
-                        self.store.refresh()
-                        run()
-                except Claimed as e:
-                    if wait:
-                        continue
-                    logger.info("skip (another process records it): %s", e)
-                pending.remove(job)
-            if pending:
-                time.sleep(POLL_SECONDS)
+        """:func:`~monai_kd.evidence.share_runs` of ``jobs`` with this process's records (each job checks them)."""
+        share_runs(jobs, wait, refresh=self.store.refresh, poll=POLL_SECONDS)
 
     # teachers ------------------------------------------------------------------------------------------------------
     def _candidate_scores(self, dataset: str, recipe: str) -> dict[str, dict] | None:

@@ -60,7 +60,7 @@ from typing import Any
 from monai_kd.evidence import (RecordStore, check_seeds, ci, ci_note, evidence_parser, mean_std, protocol_text,
                                run_bundle, run_stage, setup_logging, signed_mean_std, t_interval)
 from monai_kd.evidence.evaluate import evaluate_bundle
-from monai_kd.reporting import accuracy_latency_table, busy_latency_note, write_section
+from monai_kd.reporting import accuracy_latency_table, busy_latency_note, render_fast_section, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundles" / "weckd"
@@ -471,11 +471,7 @@ def main(argv: list[str] | None = None) -> None:
         evidence = FastEvidence(output, work, args.main_results, quick, args.datasets)
 
         def render() -> str:
-            main_results = json.loads(args.main_results.read_text()) if args.main_results.is_file() else {}
-            bench = json.loads(args.bench.read_text()) if args.bench.is_file() else None
-            text = fast_markdown(evidence.results, main_results, bench)
-            write_section(readme, text, "fast")
-            return text
+            return render_fast_section(readme, fast_markdown, evidence.results, args.main_results, args.bench)
     else:
         evidence = Evidence(output, work, quick, args.datasets)
 

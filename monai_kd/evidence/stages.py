@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Hashable
 
-__all__ = ["MARKER", "Claimed", "StageRun", "claim", "claim_holder", "run_bundle", "run_stage", "wait_for"]
+__all__ = ["MARKER", "Claimed", "StageRun", "claim", "claim_holder", "run_bundle", "run_stage", "share_runs", "wait_for"]
 
 MARKER = "done.json"
 
@@ -128,6 +128,53 @@ def claim(root: str | os.PathLike) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             if claim_holder(root) in (os.getpid(), None):
                 path.unlink()
+
+
+def share_runs(
+    jobs: list[tuple[Path, Callable[[], Any]]],
+    wait: bool,
+    refresh: Callable[[], None] = lambda: None,
+    until: Callable[[], bool] | None = None,
+    poll: float = 30.0,
+) -> dict[Hashable, Any]:
+    """Run each ``(run folder, job)`` under the folder's :func:`claim`, so that processes sharing an evidence run
+    (one per CPU core) split the work.
+
+    A job another live process holds is skipped (``wait`` False: that process records it) or retried every ``poll``
+    seconds until it is free (``wait`` True: the job then finds the holder's checkpoint or record, or trains the run
+    itself when the holder died before finishing it). ``refresh`` (e.g. :meth:`RecordStore.refresh`) runs before each
+    job, which checks the records itself.
+
+    Args:
+        jobs: ``(run folder, job)`` pairs.
+        wait: wait for the jobs other processes hold (True) or leave them to them (False).
+        refresh: merges in what the other processes recorded.
+        until: stop waiting as soon as this is true (checked after ``refresh``).
+        poll: seconds between retries.
+
+    Returns:
+        what each job that ran here returned, by run folder.
+    """
+    out: dict[Hashable, Any] = {}
+    pending = list(jobs)
+    while pending:
+        for job in list(pending):
+            root, run = job
+            try:
+                with claim(root):
+                    refresh()
+                    out[root] = run()
+            except Claimed as e:
+                if wait:
+                    continue
+                logger.info("skip (another process records it): %s", e)
+            pending.remove(job)
+        if pending:
+            refresh()
+            if until is not None and until():
+                break
+            time.sleep(poll)
+    return out
 
 
 def wait_for(root: str | os.PathLike, done: Callable[[], bool], poll: float = 30.0, name: str | None = None) -> bool:

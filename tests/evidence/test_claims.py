@@ -103,3 +103,25 @@ def test_two_processes_never_hold_one_run_together(tmp_path):
     assert [w.exitcode for w in workers] == [0, 0]
     assert clashes.value == 0
     assert not list(tmp_path.glob("*.claim")) and not list(tmp_path.glob("*.claim.*"))  # all released, no leftovers
+
+
+def test_share_runs_leaves_or_waits_for_what_another_process_holds(tmp_path):
+    from monai_kd.evidence import share_runs
+
+    ran, refreshed = [], []
+    other = _sleeper()
+    try:
+        time.sleep(0.2)
+        (tmp_path / "b.claim").write_text(str(other.pid))
+        jobs = [(tmp_path / name, (lambda name=name: ran.append(name) or name.upper())) for name in ("a", "b", "c")]
+        assert share_runs(jobs, wait=False, refresh=lambda: refreshed.append(1)) == {tmp_path / "a": "A",
+                                                                                     tmp_path / "c": "C"}
+        assert ran == ["a", "c"] and len(refreshed) == 2  # the held run is left to its holder
+        # waiting: retried until free, unless what is waited for shows up first (``until``)
+        assert share_runs(jobs[1:2], wait=True, until=lambda: True, poll=0.01) == {}
+        other.kill()
+        other.wait()
+        assert share_runs(jobs[1:2], wait=True, poll=0.01) == {tmp_path / "b": "B"}  # its holder ended: run here
+    finally:
+        other.kill()
+        other.wait()

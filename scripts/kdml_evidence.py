@@ -40,6 +40,15 @@ validation metrics, the teacher's metrics, CKA and timings of every run) and the
 Resumable: a run already recorded in ``results.json`` is skipped, and a trained checkpoint is evaluated rather than
 retrained; results are written after every run, so the script can be stopped and restarted at any time.
 
+``--student fast`` (classification only, :class:`FastEvidence`) is the fast-student arm: the same protocol with
+``configs/student_fast.json`` layered over ``train.json`` and ``evaluate.json`` of the student runs (both students
+become ``monai_kd.networks.FastStudent``), ``student_alone``, ``kd_off`` V1 and ``kd_ml`` V3 only, with the feature
+weights the main evidence chose (its ``selection``; without one it refuses), and the main run's offline teachers.
+Records, the main ones' fields plus ``student: "fast"``, go to ``docs/results_fast.json``; the table between the
+``<!-- fast:begin -->``/``<!-- fast:end -->`` markers of the README puts each model beside its one-thread latency
+from ``docs/bench_latency.json`` (entry ``kdml_cls``), with the teacher's and default students' rows of
+``results.json``.
+
 ``--quick`` checks the whole pipeline in minutes (one seed, one short epoch per stage, a two-value grid) and
 writes into ``--work`` only (``results_<task>.json``, ``README_<task>.md``), never into the bundles.
 
@@ -54,6 +63,7 @@ Example::
     python scripts/kdml_evidence.py --quick                                             # minutes
     python scripts/kdml_evidence.py --dry-run                                           # list what is left to run
     python scripts/kdml_evidence.py --report-only                                       # re-render from results.json
+    python scripts/kdml_evidence.py --student fast --seeds 0 1 2 --teacher-work scripts/_work/kdml  # fast arm
 """
 
 from __future__ import annotations
@@ -70,11 +80,12 @@ from typing import Any
 
 import numpy as np
 
-from monai_kd.evidence import (MARKER, SPECS, Claimed, RecordStore, check_seeds, ci, claim, evidence_parser,
-                               mean_std, paired_difference, protocol_text, run_bundle, run_stage, setup_logging)
+from monai_kd.evidence import (MARKER, SPECS, Claimed, RecordStore, check_seeds, ci, ci_note, claim, evidence_parser,
+                               mean_std, paired_difference, protocol_text, run_bundle, run_stage, setup_logging,
+                               signed_mean_std)
 from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.metrics import save_cka_heatmap
-from monai_kd.reporting import changes_table, markers, write_section
+from monai_kd.reporting import accuracy_latency_table, busy_latency_note, changes_table, markers, write_section
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -88,6 +99,12 @@ VAL_CKA = {"cka_teacher_layers": "$[@teacher_feature_layer]", "cka_student_layer
 MARK_BEGIN, MARK_END = markers()
 #: runs whose CKA heatmaps are drawn: the conventional V1 KD (off) and ML, and the proposed V3 KD + ML
 HEATMAP_RUNS = (("kd_off", "V1"), ("ml", "V1"), ("kd_ml", "V3"))
+TEACHER_STAGE = "run_teacher"  # never under an overlay: the offline teacher is the main protocol's
+#: the fast-student arm (``--student fast``): its overlay and its runs (the students alone, conventional KD and the
+#: paper's method; ``kd_off`` V1 costs about 0.6 of a ``kd_ml`` V3 run: no teacher training)
+FAST_OVERLAY = "student_fast.json"
+FAST_RUNS = (("student_alone", None), ("kd_off", "V1"), ("kd_ml", "V3"))
+FAST_NAMES = {"student_alone": "students alone", **REGIME_NAMES}
 
 TASKS: dict[str, dict[str, Any]] = {
     "classification": {
@@ -116,18 +133,26 @@ class BudgetExhausted(RuntimeError):
     """The ``--budget-hours`` of this session is used up; everything recorded so far is kept."""
 
 
+class NoSelection(RuntimeError):
+    """The fast arm needs the feature weights the main evidence chose on validation, and there are none yet."""
+
+
 # --------------------------------------------------------------------------- one run
 
 
-def _configs(task: str) -> tuple[str, list[str], str]:
-    """``train.json``, ``[train.json, evaluate.json]`` and ``metadata.json`` of the task's bundle."""
+def _configs(task: str, overlays: Sequence[str] = ()) -> tuple[str | list[str], list[str], str]:
+    """``train.json``, ``[train.json, evaluate.json]`` and ``metadata.json`` of the task's bundle, each config list
+    followed by ``overlays`` (file names in the bundle's ``configs``; training gets a list only when there are some)."""
     bundle = TASKS[task]["bundle"]
     train = str(bundle / "configs" / "train.json")
-    return train, [train, str(bundle / "configs" / "evaluate.json")], str(bundle / "configs" / "metadata.json")
+    extra = [str(bundle / "configs" / name) for name in overlays]
+    return ([train, *extra] if extra else train, [train, str(bundle / "configs" / "evaluate.json"), *extra],
+            str(bundle / "configs" / "metadata.json"))
 
 
 def train_and_evaluate(
-    task: str, stage: str, root: Path, seed: int, overrides: dict[str, Any], evaluate: bool = True
+    task: str, stage: str, root: Path, seed: int, overrides: dict[str, Any], evaluate: bool = True,
+    overlays: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train one stage of the bundle (unless its checkpoint exists), then evaluate it on the val and test splits.
 
@@ -138,12 +163,14 @@ def train_and_evaluate(
         seed: the bundle's ``seed``.
         overrides: other config overrides (regime, variant, weights, teacher checkpoint, epochs).
         evaluate: run ``evaluate.json`` on the val and test splits.
+        overlays: config files of the bundle's ``configs`` layered over ``train.json`` and ``evaluate.json`` (e.g.
+            ``student_fast.json``).
 
     Returns:
         ``{"train_seconds", "val", "test"}`` with the contents of ``eval/val_metrics.json`` / ``eval/metrics.json``
         (``val``/``test`` absent when ``evaluate`` is False).
     """
-    train_cfg, eval_cfg, meta = _configs(task)
+    train_cfg, eval_cfg, meta = _configs(task, overlays)
     common = {"meta_file": meta, "bundle_root": str(root), "dataset_dir": str(TASKS[task]["dataset_dir"]), "seed": seed,
               **overrides}
     common.pop("bundle_root")
@@ -209,6 +236,13 @@ class Evidence:
         deadline: ``time.time()`` after which no new training starts (:class:`BudgetExhausted` is raised).
     """
 
+    #: config files of the bundle's ``configs`` layered over every student run and its evaluation (never the teacher's)
+    overlays: tuple[str, ...] = ()
+    #: fields added to every record
+    tag: dict[str, Any] = {}
+    #: the ``(regime, variant)`` runs recorded per seed; ``None``: the whole protocol (teacher, students alone, the 12)
+    runs: tuple[tuple[str, str | None], ...] | None = None
+
     def __init__(self, task: str, output: Path, work: Path, quick: bool = False, deadline: float | None = None) -> None:
         self.task = task
         self.deadline = deadline
@@ -224,6 +258,10 @@ class Evidence:
         """Whether ``runs`` already holds this run."""
         return self.store.recorded({"regime": regime, "variant": variant, "seed": seed})
 
+    def wanted(self, regime: str, variant: str | None) -> bool:
+        """Whether this protocol records the run (see :attr:`runs`)."""
+        return self.runs is None or (regime, variant) in self.runs
+
     def save(self) -> None:
         """Write ``results.json``, merging in what other processes recorded since (one process per seed may share it)."""
         self.store.save()
@@ -237,17 +275,21 @@ class Evidence:
 
     def teacher_ckpt(self, seed: int) -> Path:
         """The offline teacher of ``seed`` (shared by every run of that seed)."""
-        return self.work / f"seed{seed}" / "teacher" / "models" / "teacher.pt"
+        return _teacher_ckpt(self.work, seed)
+
+    def _teacher_jobs(self, seed: int) -> list[tuple[Path, Callable[[], Any]]]:
+        """The ``(run folder, job)`` that trains (or reuses) the seed's offline teacher, for :meth:`_shared`."""
+        return [(self.teacher_ckpt(seed).parents[1], lambda: self.teacher(seed))]
 
     # stages ----------------------------------------------------------------------
     def teacher(self, seed: int) -> None:
-        """Train (or reuse) the seed's offline teacher and record its test metrics."""
+        """Train (or reuse) the seed's offline teacher and record its test metrics (if :attr:`runs` records it)."""
         root = self.teacher_ckpt(seed).parents[1]
-        evaluate = not self.recorded("teacher", None, seed)
+        evaluate = self.wanted("teacher", None) and not self.recorded("teacher", None, seed)
         if not evaluate and (root / MARKER).is_file():
             return
         self._check_budget(root)
-        out = train_and_evaluate(self.task, "run_teacher", root, seed,
+        out = train_and_evaluate(self.task, TEACHER_STAGE, root, seed,
                                  self._overrides(regime="kd_off", teacher_ckpt=str(self.teacher_ckpt(seed))), evaluate)
         if evaluate:
             self._store("teacher", None, seed, out, {})
@@ -258,13 +300,14 @@ class Evidence:
         root = self.work / f"seed{seed}" / run_id
         self._check_budget(root)
         out = train_and_evaluate(self.task, "run_students", root, seed, self._overrides(
-            regime=regime, variant=variant or "V1", teacher_ckpt=str(self.teacher_ckpt(seed)), **weights))
+            regime=regime, variant=variant or "V1", teacher_ckpt=str(self.teacher_ckpt(seed)), **weights),
+            overlays=self.overlays)
         if record_as is not None:
             self._store(*record_as, seed, out, weights)
         return out
 
     def _store(self, regime: str, variant: str | None, seed: int, out: dict[str, Any], weights: dict[str, float]) -> None:
-        run = record(self.task, regime, variant, seed, out["test"])
+        run = {**record(self.task, regime, variant, seed, out["test"]), **self.tag}
         self.results["runs"].append(run)
         key = f"{regime}_{variant}_seed{seed}" if variant else f"{regime}_seed{seed}"
         self.results["details"][key] = {
@@ -318,7 +361,7 @@ class Evidence:
 
     def _teacher_ready(self, seed: int) -> None:
         """Make sure the seed's offline teacher is trained (by this process, or by waiting for the one training it)."""
-        self._shared([(self.teacher_ckpt(seed).parents[1], lambda: self.teacher(seed))], wait=True)
+        self._shared(self._teacher_jobs(seed), wait=True)
 
     def select(self, seed: int) -> dict[str, float]:
         """Choose ``kd_feature_weight`` and ``ml_feature_weight`` on validation (see the module docstring).
@@ -365,8 +408,8 @@ class Evidence:
                 self.students("ml", "V1", seed, {"ml_weight": 0.0, "ml_feature_weight": 0.0}, "student_alone",
                               record_as=("student_alone", None))
 
-        self._shared([(self.teacher_ckpt(seed).parents[1], lambda: self.teacher(seed)),
-                      (self.work / f"seed{seed}" / "student_alone", alone)], wait=False)
+        alone_job = [(self.work / f"seed{seed}" / "student_alone", alone)] if self.wanted("student_alone", None) else []
+        self._shared([*self._teacher_jobs(seed), *alone_job], wait=False)
 
     def combinations(self, seed: int, first_seed: int) -> None:
         """The 12 regime x variant runs of one seed, with the feature weights chosen on ``first_seed``'s grid."""
@@ -374,7 +417,7 @@ class Evidence:
         self._teacher_ready(seed)
         jobs = []
         for regime in REGIMES:
-            for variant in VARIANTS:
+            for variant in [v for v in VARIANTS if self.wanted(regime, v)]:
                 key = "kd_feature_weight" if regime == "kd_off" else "ml_feature_weight"
                 grid_id = f"grid_{regime}_V2_{key}{chosen[key]:g}"
                 # the chosen grid run of the first seed *is* this run: reuse its checkpoints
@@ -388,6 +431,12 @@ class Evidence:
                 jobs.append((self.work / f"seed{seed}" / run_id, job))
         self._shared(jobs, wait=False)
 
+    def _selection_todo(self, seed: int) -> list[str]:
+        """What :meth:`plan` lists for the feature weights: the grid on ``seed`` unless they are chosen."""
+        if "chosen" in self.results["selection"]:
+            return []
+        return [f"grid: {2 * len(QUICK_GRID if self.quick else FEATURE_GRID)} runs on seed {seed}"]
+
     def run_seed(self, seed: int, first_seed: int) -> None:
         """Every run of one seed: teacher, students alone, (the grid,) the 12 combinations."""
         self.baselines(seed)
@@ -395,11 +444,88 @@ class Evidence:
 
     def plan(self, seeds: Sequence[int]) -> list[str]:
         """The runs not recorded yet, for ``--dry-run``."""
-        todo = [f"seed {s}: {r}" for s in seeds for r in ("teacher", "student_alone") if not self.recorded(r, None, s)]
-        if "chosen" not in self.results["selection"]:
-            todo.append(f"grid: {2 * len(QUICK_GRID if self.quick else FEATURE_GRID)} runs on seed {seeds[0]}")
-        todo += [f"seed {s}: {r} {v}" for s in seeds for r in REGIMES for v in VARIANTS if not self.recorded(r, v, s)]
+        todo = [f"seed {s}: {r}" for s in seeds for r in ("teacher", "student_alone")
+                if self.wanted(r, None) and not self.recorded(r, None, s)]
+        todo += self._selection_todo(seeds[0])
+        todo += [f"seed {s}: {r} {v}" for s in seeds for r in REGIMES for v in VARIANTS
+                 if self.wanted(r, v) and not self.recorded(r, v, s)]
         return todo
+
+
+class FastEvidence(Evidence):
+    """The fast-student arm (``--student fast``, classification only): :class:`Evidence` with
+    ``configs/student_fast.json`` layered over ``train.json`` and ``evaluate.json`` of every student run, so both
+    students are the 13k-parameter ``monai_kd.networks.FastStudent`` (what a user runs with that overlay); only
+    ``student_alone``, ``kd_off`` V1 and ``kd_ml`` V3, with the ``kd_feature_weight`` / ``ml_feature_weight`` the main
+    evidence chose on validation (its ``selection``: nothing is chosen here, and without a choice the arm refuses to
+    run). The offline teacher is never overlaid: the main run's (same configs and seed) when its run folder under
+    ``teacher_work`` finished (``done.json``), else trained here through the same stage. Records carry
+    ``student: "fast"``.
+
+    Args:
+        task: ``"classification"``.
+        output: ``results_fast.json`` to read (if present) and write.
+        work: folder of the fast arm's run folders (students; a teacher only when the main run has none finished).
+        main_results: the main evidence's ``results.json`` (its ``selection`` is reused).
+        teacher_work: the main evidence's work folder (``--work`` of the main run), whose finished teachers are reused.
+        quick: one short epoch per stage (a pipeline check, marked "not evidence" in the table).
+        deadline: ``time.time()`` after which no new training starts.
+    """
+
+    overlays = (FAST_OVERLAY,)
+    tag = {"student": "fast"}
+    runs = FAST_RUNS
+
+    def __init__(self, task: str, output: Path, work: Path, main_results: Path, teacher_work: Path,
+                 quick: bool = False, deadline: float | None = None) -> None:
+        if task != "classification":
+            raise ValueError(f"the fast-student arm runs the classification task only, not {task}")
+        super().__init__(task, output, work, quick, deadline)
+        self.teacher_work = teacher_work / task
+        self.results["protocol"] = protocol_text(__doc__) + "\n\n" + protocol_text(FastEvidence.__doc__, "Args:")
+        if quick:
+            self.results["overrides"] = TASKS[task]["quick"]
+        main = json.loads(main_results.read_text()).get("selection", {}) if main_results.is_file() else {}
+        if "chosen" not in self.results["selection"] and "chosen" in main:
+            self.results["selection"] = {**main, "source": f"{main_results.name} (main evidence)"}
+
+    def teacher_ckpt(self, seed: int) -> Path:
+        """This arm's teacher if it finished here, else the main run's if that finished, else this arm's (to train)."""
+        own, main = _teacher_ckpt(self.work, seed), _teacher_ckpt(self.teacher_work, seed)
+        if not (own.parents[1] / MARKER).is_file() and (main.parents[1] / MARKER).is_file():
+            return main
+        return own
+
+    def _teacher_jobs(self, seed: int) -> list[tuple[Path, Callable[[], Any]]]:
+        """None when the main run's teacher is reused (its folder is only read, never claimed), else this arm's."""
+        if self.teacher_ckpt(seed) != _teacher_ckpt(self.work, seed):
+            logger.info("seed %d: reusing the main run's teacher %s", seed, self.teacher_ckpt(seed))
+            return []
+        return super()._teacher_jobs(seed)
+
+    def _selection_todo(self, seed: int) -> list[str]:
+        return [] if "chosen" in self.results["selection"] else [
+            "no feature weights chosen by the main evidence yet: --student fast refuses to run"]
+
+    def select(self, seed: int) -> dict[str, float]:
+        """The main evidence's feature weights (never a grid here).
+
+        Raises:
+            NoSelection: the main evidence has not chosen them yet.
+        """
+        self.store.refresh()
+        if "chosen" not in self.results["selection"]:
+            raise NoSelection(
+                f"{self.output.name}: no feature weights chosen on validation yet; the fast arm reuses the main "
+                "evidence's choice and never runs the grid itself: run the main evidence (python "
+                "scripts/kdml_evidence.py --tasks classification --seeds 0 1 2) until its results.json holds "
+                "selection.chosen, then run --student fast again")
+        return self.results["selection"]["chosen"]
+
+
+def _teacher_ckpt(work: Path, seed: int) -> Path:
+    """The offline teacher of ``seed`` in the task folder ``work`` of an evidence run."""
+    return work / f"seed{seed}" / "teacher" / "models" / "teacher.pt"
 
 
 def _run_key(record: dict) -> tuple:
@@ -542,6 +668,66 @@ def markdown(task: str, results: dict, figures: Path, link_prefix: str = "", bef
     return "\n".join(lines)
 
 
+def _fast_run_name(regime: str, variant: str | None) -> str:
+    return f"{FAST_NAMES[regime]} {variant or ''}".strip()
+
+
+def _member(runs: list[dict], member: str) -> list[dict]:
+    """The test metrics of one member (``s1``, ``s2``, ``ensemble``) of each record."""
+    return [r["metrics"][member] for r in runs]
+
+
+def fast_markdown(results: dict, main: dict, bench: dict | None) -> str:
+    """The fast arm beside the teacher and the default students: test metrics and one-thread latency, paired gains.
+
+    Args:
+        results: the fast arm's results (``results_fast.json``).
+        main: the main evidence's results (``results.json``): the teacher's and the default students' rows.
+        bench: ``docs/bench_latency.json`` (or ``None``); entry ``kdml_cls``.
+    """
+    fast = results["runs"]
+    if not fast:
+        return "No fast-student records yet (the run is resumable)."
+    lines = busy_latency_note(bench, "python scripts/kdml_evidence.py --student fast --report-only")
+    main = {"runs": main.get("runs", [])}
+    members = {"s1": "S1", "s2": "S2", "ensemble": "ensemble"}
+    rows = [(["teacher (ResNet-18)", "-"], _member(_runs(main, "teacher", None), "s1"), "teacher")]
+    for regime, variant in FAST_RUNS:
+        for student, source, model in (("fast", results, "student_fast"), ("default", main, "student")):
+            runs = _runs(source, regime, variant)
+            for member, label in members.items():  # the ensemble runs both students: no single-model latency
+                rows.append(([_fast_run_name(regime, variant), f"{student} {label}"], _member(runs, member),
+                             None if member == "ensemble" else model))
+    seeds = sorted({r["seed"] for r in fast})
+    lines += [f"Fast students (`configs/student_fast.json`: both students `FastStudent`, 13,330 parameters) beside the "
+              f"teacher and the default students (77,450 parameters) of `results.json`; test split, mean ± std over "
+              f"seeds (fast arm: {len(seeds)} seed(s) {seeds}), fractions (not %). Latency: eager, one thread, one "
+              "student (the ensemble runs both, about twice that; not measured).", "",
+              *accuracy_latency_table(["run", "students"], [row for row in rows if row[1]], bench, "kdml_cls",
+                                      {"test accuracy": "accuracy", "test AUC": "auc", "fidelity": "fidelity"}), "",
+              "Paired by seed (fast arm unless said otherwise), ensemble:", ""]
+    # one pool of records for the paired differences, the default students' regimes relabelled
+    both = {"runs": fast + [{**r, "regime": f"default {r['regime']}"} for r in main["runs"]]}
+    pairs = [(("kd_ml", "V3"), ("student_alone", None), "fast"), (("kd_ml", "V3"), ("kd_off", "V1"), "fast"),
+             (("kd_off", "V1"), ("student_alone", None), "fast")]
+    pairs += [((regime, variant), (f"default {regime}", variant), "default") for regime, variant in FAST_RUNS]
+    for a, b, student in pairs:
+        for metric in ("accuracy", "auc"):
+            diff = _paired(both, metric, a, b)
+            if diff.differences:
+                name = "AUC" if metric == "auc" else metric
+                lines.append(f"- test {name}: fast {_fast_run_name(*a)} minus {student} "
+                             f"{_fast_run_name(b[0].removeprefix('default '), b[1])}: "
+                             f"{signed_mean_std(list(diff.differences))}{ci_note(diff)} (higher on {diff.wins}/"
+                             f"{len(diff.differences)} seeds)")
+    sel = results.get("selection", {})
+    lines += ["", "Feature weights: " + ", ".join(f"{k} = {v:g}" for k, v in sel.get("chosen", {}).items())
+              + f" ({sel.get('source', 'none chosen')}; the V1 runs have no feature terms)."]
+    if results.get("overrides"):
+        lines += ["", f"**Not evidence**: runs with overrides {results['overrides']} (a pipeline check)."]
+    return "\n".join(lines)
+
+
 #: tick labels of the MONAI UNet blocks (strides 2, 2, 2) used by the segmentation bundle
 UNET_BLOCKS = {"model.0": "enc1", "model.1.submodule.0": "enc2", "model.1.submodule.1.submodule.0": "enc3",
                "model.1.submodule.1.submodule.1.submodule": "bottom", "model.1.submodule.1.submodule.2": "dec1",
@@ -573,6 +759,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="train only these of --seeds in this process (default all); several processes (one per "
                              "CPU core) may run the same command: each run is claimed by one of them, and the others "
                              "skip it or, for the grid that every seed needs, wait for it")
+    parser.add_argument("--student", choices=["default", "fast"], default="default",
+                        help="fast: the fast-student arm (FastEvidence, classification only: configs/student_fast.json "
+                             "over the student runs) into docs/results_fast.json and the README's fast section")
+    parser.add_argument("--teacher-work", type=Path, default=None,
+                        help="--student fast: the main evidence's --work, whose finished teachers are reused "
+                             "(default scripts/_work/kdml[_quick])")
+    parser.add_argument("--main-results", type=Path, default=None,
+                        help="--student fast: the main evidence's results (feature weights reused, teacher and "
+                             "default-student rows shown; default docs/results.json, with --quick the main quick "
+                             "run's)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="--student fast: results file (default docs/results_fast.json; --quick: in --work)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="--student fast: README with the fast markers (default the bundle's; --quick: in --work)")
+    parser.add_argument("--bench", type=Path, default=REPO / "docs" / "bench_latency.json",
+                        help="--student fast: latency benchmark (scripts/bench_latency.py, entry kdml_cls)")
     args = parser.parse_args(argv)
     work = args.work or REPO / "scripts" / "_work" / ("kdml_quick" if args.quick else "kdml")
     seeds = args.seeds[:1] if args.quick else args.seeds
@@ -582,6 +784,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--run-seeds {args.run_seeds} must be a subset of --seeds {seeds}")
     setup_logging()
     deadline = None if args.budget_hours is None else time.time() + 3600 * args.budget_hours
+    if args.student == "fast":
+        fast_main(parser, args, seeds, deadline)
+        return
     for task in args.tasks:
         docs = TASKS[task]["bundle"] / "docs"
         output = work / f"results_{task}.json" if args.quick else docs / "results.json"
@@ -619,6 +824,55 @@ def main(argv: Sequence[str] | None = None) -> None:
         logger.info("%s: %s in %.0f s (this session)", task, "stopped" if stopped else "done", time.perf_counter() - start)
         if stopped:
             break
+
+
+def fast_main(parser: Any, args: Any, seeds: list[int], deadline: float | None) -> None:
+    """``--student fast``: :class:`FastEvidence` on the classification task, then the README's ``fast`` section.
+
+    Args:
+        parser: the command line's parser (for its errors).
+        args: the parsed command line.
+        seeds: the seeds of the run (one with ``--quick``).
+        deadline: ``time.time()`` after which no new training starts.
+    """
+    task = "classification"
+    if args.tasks == parser.get_default("tasks"):
+        args.tasks = [task]
+    if args.tasks != [task]:
+        parser.error("--student fast runs the classification task only")
+    docs, arm = TASKS[task]["bundle"] / "docs", "_quick" if args.quick else ""
+    work = args.work or REPO / "scripts" / "_work" / f"kdml_fast{arm}"
+    teacher_work = args.teacher_work or REPO / "scripts" / "_work" / f"kdml{arm}"
+    main_results = args.main_results or (teacher_work / f"results_{task}.json" if args.quick else docs / "results.json")
+    output = args.output or (work / f"results_fast_{task}.json" if args.quick else docs / "results_fast.json")
+    readme = args.readme or (work / f"README_fast_{task}.md" if args.quick else docs / "README.md")
+    evidence = FastEvidence(task, output, work, main_results, teacher_work, quick=args.quick, deadline=deadline)
+    if args.dry_run:
+        todo = evidence.plan(seeds)
+        print(f"{task} (fast student): {len(todo)} item(s) left\n  " + "\n  ".join(todo))
+        return
+    if not args.report_only:
+        try:
+            evidence.select(seeds[0])
+        except NoSelection as e:
+            parser.error(f"{e} (main results: {main_results})")
+        mine = [s for s in seeds if args.run_seeds is None or s in args.run_seeds]
+        try:
+            for seed in mine:
+                evidence.baselines(seed)
+            for seed in mine:
+                evidence.combinations(seed, first_seed=seeds[0])
+        except BudgetExhausted as e:
+            logger.info("%s (fast student): %s; rerun the same command to continue", task, e)
+        evidence.save()
+    if args.quick and not readme.is_file():
+        readme.parent.mkdir(parents=True, exist_ok=True)
+        readme.write_text(f"# quick check of the fast student ({task})\n\n" + "\n".join(markers("fast")) + "\n")
+    main_records = json.loads(main_results.read_text()) if main_results.is_file() else {}
+    bench = json.loads(args.bench.read_text()) if args.bench.is_file() else None
+    text = fast_markdown(evidence.results, main_records, bench)
+    write_section(readme, text, "fast")
+    print(text)
 
 
 if __name__ == "__main__":

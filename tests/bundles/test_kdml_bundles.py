@@ -342,7 +342,8 @@ def test_evidence_processes_share_the_runs_by_claims(tmp_path, capsys, monkeypat
     trained = []
     scores = {0.1: 0.30, 1.0: 0.20, 10.0: 0.25}  # validation NLL of the grid runs: 1.0 is best
 
-    def fake_train_and_evaluate(task, stage, root, seed, overrides, evaluate=True):
+    def fake_train_and_evaluate(task, stage, root, seed, overrides, evaluate=True, overlays=()):
+        assert overlays == ()  # the main protocol runs the bundle's own configs
         trained.append(root.name)
         (root / "models").mkdir(parents=True, exist_ok=True)
         (root / "models" / ("teacher.pt" if stage == "run_teacher" else "model_s2.pt")).write_text("x")

@@ -85,7 +85,8 @@ from monai_kd.evidence import (MARKER, SPECS, Claimed, RecordStore, check_seeds,
                                signed_mean_std)
 from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.metrics import save_cka_heatmap
-from monai_kd.reporting import accuracy_latency_table, busy_latency_note, changes_table, markers, write_section
+from monai_kd.reporting import (accuracy_latency_table, busy_latency_note, changes_table, markers, render_fast_section,
+                                write_section)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -868,11 +869,7 @@ def fast_main(parser: Any, args: Any, seeds: list[int], deadline: float | None) 
     if args.quick and not readme.is_file():
         readme.parent.mkdir(parents=True, exist_ok=True)
         readme.write_text(f"# quick check of the fast student ({task})\n\n" + "\n".join(markers("fast")) + "\n")
-    main_records = json.loads(main_results.read_text()) if main_results.is_file() else {}
-    bench = json.loads(args.bench.read_text()) if args.bench.is_file() else None
-    text = fast_markdown(evidence.results, main_records, bench)
-    write_section(readme, text, "fast")
-    print(text)
+    print(render_fast_section(readme, fast_markdown, evidence.results, main_results, args.bench))
 
 
 if __name__ == "__main__":

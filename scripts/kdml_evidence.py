@@ -80,8 +80,8 @@ from typing import Any
 
 import numpy as np
 
-from monai_kd.evidence import (MARKER, SPECS, Claimed, RecordStore, check_seeds, ci, ci_note, claim, evidence_parser,
-                               mean_std, paired_difference, protocol_text, run_bundle, run_stage, setup_logging,
+from monai_kd.evidence import (MARKER, SPECS, RecordStore, check_seeds, ci, ci_note, evidence_parser, mean_std,
+                               paired_difference, protocol_text, run_bundle, run_stage, setup_logging, share_runs,
                                signed_mean_std)
 from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.metrics import save_cka_heatmap
@@ -325,40 +325,19 @@ class Evidence:
     def _shared(self, jobs: list[tuple[Path, Callable[[], Any]]], wait: bool,
                 until: Callable[[], bool] | None = None) -> dict[Path, Any]:
         """Run each ``(run folder, job)`` under the folder's claim, so that processes sharing the results file split
-        the work.
-
-        A job another live process holds is skipped (``wait`` False: that process records it) or retried every
-        ``POLL_SECONDS`` until free (``wait`` True: it then finds the checkpoint and only evaluates). Each job runs
-        after the records are refreshed from disk and checks them itself.
+        the work (:func:`monai_kd.evidence.share_runs`, the records refreshed from disk before each job, which checks
+        them itself).
 
         Args:
             jobs: ``(run folder, job)`` pairs.
-            wait: wait for the jobs other processes hold (True) or leave them to them (False).
+            wait: wait for the jobs other processes hold (True: retried every ``POLL_SECONDS``, the job then finds
+                the checkpoint and only evaluates) or leave them to them (False: that process records them).
             until: stop waiting as soon as this is true (checked after refreshing the records).
 
         Returns:
             what each job returned, by run folder.
         """
-        out: dict[Path, Any] = {}
-        pending = list(jobs)
-        while pending:
-            for job in list(pending):
-                root, run = job
-                try:
-                    with claim(root):
-                        self.store.refresh()
-                        out[root] = run()
-                except Claimed as e:
-                    if wait:
-                        continue
-                    logger.info("skip (another process records it): %s", e)
-                pending.remove(job)
-            if pending:
-                self.store.refresh()
-                if until is not None and until():
-                    break
-                time.sleep(POLL_SECONDS)
-        return out
+        return share_runs(jobs, wait, self.store.refresh, until, POLL_SECONDS)
 
     def _teacher_ready(self, seed: int) -> None:
         """Make sure the seed's offline teacher is trained (by this process, or by waiting for the one training it)."""

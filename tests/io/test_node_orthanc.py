@@ -88,7 +88,8 @@ def test_infer_dicomweb_pulls_from_orthanc_and_stores_the_seg_back(ct_dir, tmp_p
         assert pacs.get("/instances") == []
         assert set(store_files(files, parse_address(pacs.address), calling_ae=SCANNER_AE)) == {0}
         command = [sys.executable, "-m", "monai_kd.cli", "infer-dicomweb", "--url", pacs.dicomweb,
-                   "--study", study_uid, "--series", series_uid, "--bundle", str(bundle)]
+                   "--study", study_uid, "--series", series_uid, "--bundle", str(bundle),
+                   "--segment_names", "['hepar','lien']"]  # the site's own names for the bundle's labels 1 and 2
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "NO_PROXY": "127.0.0.1"}
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -104,5 +105,6 @@ def test_infer_dicomweb_pulls_from_orthanc_and_stores_the_seg_back(ct_dir, tmp_p
         found = DICOMwebClient(pacs.dicomweb).search_for_series(study_instance_uid=study_uid)
         assert len(found) == 2 and choose_series(found) == series_uid  # the SEG is not an input candidate
     assert seg_problems(seg, headers) == []
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["hepar", "lien"]  # not the bundle's liver / spleen
     assert seg.PatientIdentityRemoved == "YES" and seg.DeidentificationMethod  # filled, honestly
     assert dciodvfy_errors(path) == []

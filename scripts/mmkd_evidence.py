@@ -52,6 +52,9 @@ recipe and each student run is claimed (``monai_kd.evidence.claim``) while it tr
 holds is left to it (it records it); the teachers a student needs, and every candidate recipe of the selection, are
 waited for; a claim whose process has died is taken over, and an interrupted run folder is trained again from the
 start. Records are merged through the results file, so every process ends with the same teacher choice and tables.
+Run folders are not kept in git: on a machine that has the records but not the folders (a new session), only the
+chosen recipe's teachers are trained again, and the run stops unless they score as the recorded ones did
+(``teacher_restored``: the largest difference of any score, each time they were restored).
 
 Paired gains carry their 95% confidence interval: the Student-t interval over seeds of the per-seed differences
 (``monai_kd.evidence``; ``monai-kd results BUNDLE`` prints the same intervals).
@@ -85,8 +88,8 @@ import torch
 from monai.bundle import ConfigParser
 
 from monai_kd.data import medmnist_datalist
-from monai_kd.evidence import (SPECS, RecordStore, ci, evidence_parser, paired, protocol_text, run_stage, setup_logging,
-                               share_runs)
+from monai_kd.evidence import (MARKER, SPECS, RecordStore, ci, evidence_parser, paired, protocol_text, run_stage,
+                               setup_logging, share_runs)
 from monai_kd.evidence.evaluate import evaluate_bundle
 from monai_kd.networks import member_name
 from monai_kd.reporting import write_section
@@ -158,6 +161,9 @@ METRICS = {
 
 logger = logging.getLogger("mmkd_evidence")
 POLL_SECONDS = 30.0  # how often a process waiting for a run another process holds looks again
+#: largest |difference| of any score between teachers trained again and the recorded ones (same configs and seed on
+#: the CPU reproduce them; see ``Evidence.restore_teachers``)
+REPRODUCE_TOLERANCE = 1e-3
 
 
 def _key(record: dict) -> tuple:
@@ -369,18 +375,50 @@ class Evidence:
         """
         if self._candidate_scores(dataset, recipe) is not None:
             return
+        self.results["teacher_candidates"][f"{dataset}/{recipe}"] = self._train_teachers(dataset, recipe)
+        self.store.save()
+
+    def _train_teachers(self, dataset: str, recipe: str) -> dict[str, dict]:
+        """Train (unless finished) the three teachers of one recipe; return each one's scores (``_evaluate``)."""
         root = teacher_root(self.work, dataset, recipe)
         parser = _parser(dataset, root, **TEACHER_RECIPES[recipe])
         trained = run_stage(root, functools.partial(_run, parser, "run_teachers"),
                             name=f"{dataset} teachers, recipe {recipe}", info={"recipe": recipe, **TEACHER_RECIPES[recipe]})
         if trained.ran:
             seconds, iterations = trained.value
-            self.results["timing"][f"{dataset}/teachers_{recipe}"] = {"seconds": seconds, "iterations": iterations}
+            self.results["timing"].setdefault(f"{dataset}/teachers_{recipe}",
+                                              {"seconds": seconds, "iterations": iterations})
         ckpt = root / "models" / "teachers.pt"
-        self.results["teacher_candidates"][f"{dataset}/{recipe}"] = {
-            name: _evaluate(dataset, root, ckpt, "@teachers", name, **TEACHER_RECIPES[recipe])
-            for name in parser.get_parsed_content("teacher_names")}
+        return {name: _evaluate(dataset, root, ckpt, "@teachers", name, **TEACHER_RECIPES[recipe])
+                for name in parser.get_parsed_content("teacher_names")}
+
+    def restore_teachers(self, dataset: str, recipe: str) -> None:
+        """Make the chosen recipe's teachers exist in the work folder: a folder that lost them (run folders are not
+        kept in git; a new machine starts without them) trains them again, with the same configs and seed, and checks
+        that they are the teachers the records were made with (every validation and test score within
+        ``REPRODUCE_TOLERANCE`` of ``teacher_candidates``; each check is kept in ``teacher_restored``). Teachers that
+        differ would make the new student runs incomparable with the recorded ones, so the run stops.
+
+        Raises:
+            RuntimeError: the retrained teachers score differently from the recorded ones.
+        """
+        if (teacher_root(self.work, dataset, recipe) / MARKER).is_file():
+            return
+        recorded = self._candidate_scores(dataset, recipe)
+        scores = self._train_teachers(dataset, recipe)
+        gap = max(abs(scores[name][metric] - value) for name, teacher in recorded.items()
+                  for metric, value in teacher.items() if metric != "parameters")
+        self.results.setdefault("teacher_restored", {}).setdefault(f"{dataset}/{recipe}", []).append(
+            {"date": time.strftime("%Y-%m-%d %H:%M"), "max_abs_difference": gap})
         self.store.save()
+        if gap > REPRODUCE_TOLERANCE:
+            raise RuntimeError(
+                f"{dataset} teachers of recipe {recipe} trained again score up to {gap:.4g} away from the recorded "
+                f"ones (teacher_candidates in {self.store.output}): the recorded student runs used other teachers. "
+                "Move the results file aside to start the evidence afresh, or run on the machine that has the old "
+                "run folders.")
+        logger.info("%s teachers of recipe %s trained again: the recorded scores reproduced (max |difference| %.2g)",
+                    dataset, recipe, gap)
 
     def _candidate_jobs(self, dataset: str, recipes: Sequence[str]) -> list[tuple[Path, Callable[[], None]]]:
         return [(teacher_root(self.work, dataset, r), functools.partial(self.teacher_candidate, dataset, r))
@@ -411,9 +449,14 @@ class Evidence:
         self.results["selection"][f"{dataset}/teacher_recipe"] = selection
         self.results["teachers"][dataset] = self._candidate_scores(dataset, chosen)
         self.store.save()
-        self._shared([(teacher_root(self.work, dataset, chosen), functools.partial(self.teacher_mixture, dataset, chosen))],
+        self._shared([(teacher_root(self.work, dataset, chosen), functools.partial(self.chosen_teachers, dataset, chosen))],
                      wait=True)
         return teacher_root(self.work, dataset, chosen) / "models" / "teachers.pt", TEACHER_RECIPES[chosen]
+
+    def chosen_teachers(self, dataset: str, recipe: str) -> None:
+        """The chosen recipe's teachers on disk (:meth:`restore_teachers`) and their mixture scored."""
+        self.restore_teachers(dataset, recipe)
+        self.teacher_mixture(dataset, recipe)
 
     def teacher_mixture(self, dataset: str, recipe: str) -> None:
         """Score (once) the uniform mixture of the chosen teachers' probabilities, what uniform multi-teacher KD

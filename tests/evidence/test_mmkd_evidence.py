@@ -211,6 +211,38 @@ def test_teachers_without_the_stage_marker_are_trained_again(ev, tmp_path):
     assert ev.trained() == ["breastmnist/teachers_legacy_e20"] and len(ev.evaluated) == 2 * 3 * 2
 
 
+def test_a_new_machine_trains_only_the_chosen_teachers_again_and_checks_them(ev, tmp_path):
+    """Run folders are not in git: a session on a new machine has the records but no checkpoints. The chosen recipe's
+    teachers (and no other candidate) are trained again, checked against the recorded scores, and the run goes on."""
+    evidence = _evidence(ev, tmp_path)
+    evidence.run([0], ["breastmnist"], RECIPES, ["small"], ["student_alone"])
+    import shutil
+    shutil.rmtree(tmp_path / "work")  # the new machine
+    log = tmp_path / "trained.log"
+    log.unlink()
+    again = _evidence(ev, tmp_path)
+    again.run([0], ["breastmnist"], RECIPES, ["small"], ["student_alone", "uniform"])
+    assert ev.trained() == ["breastmnist/teachers_stem1bn_e20", "breastmnist/seed0/small/uniform"]
+    restored = again.results["teacher_restored"]["breastmnist/stem1bn_e20"]
+    assert len(restored) == 1 and restored[0]["max_abs_difference"] < ev.REPRODUCE_TOLERANCE
+    assert json.loads((tmp_path / "results.json").read_text())["teacher_restored"] == again.results["teacher_restored"]
+    assert [r["method"] for r in again.results["runs"]] == ["student_alone", "uniform"]
+
+
+def test_teachers_trained_again_that_score_differently_stop_the_run(ev, tmp_path, monkeypatch):
+    """Students distilled from other teachers would not be comparable with the recorded ones: no student is trained."""
+    _evidence(ev, tmp_path).run([0], ["breastmnist"], RECIPES, ["small"], ["student_alone"])
+    import shutil
+    shutil.rmtree(tmp_path / "work")
+    (tmp_path / "trained.log").unlink()
+    monkeypatch.setitem(RECIPE_NLL, "stem1bn_e20", 0.31)  # the retrained teachers: validation NLL off by 0.01
+    with pytest.raises(RuntimeError, match="trained again score up to 0.01"):
+        _evidence(ev, tmp_path).run([0], ["breastmnist"], RECIPES, ["small"], ["student_alone", "uniform"])
+    assert ev.trained() == ["breastmnist/teachers_stem1bn_e20"]
+    on_file = json.loads((tmp_path / "results.json").read_text())
+    assert on_file["teacher_restored"]["breastmnist/stem1bn_e20"][0]["max_abs_difference"] == pytest.approx(0.01, abs=1e-4)
+
+
 def test_fast_student_layers_its_config_over_the_dataset_configs(ev, tmp_path):
     train = ["train.json"]
     assert [Path(f).name for f in ev._configs("pneumoniamnist", "fast")] == ["train.json", "student_fast.json"]

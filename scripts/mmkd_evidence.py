@@ -67,6 +67,14 @@ Example::
     # the fast student of issue 20, with the same teachers (or add it to --students small large fast):
     nice -n 5 python scripts/mmkd_evidence.py --seeds 0 1 2 --students fast
     python scripts/mmkd_evidence.py --report-only   # re-render the tables and the plot from results.json
+    # int8 (issue 20): quantise the recorded large and fast students whose run folders are in --work, score them
+    python scripts/mmkd_evidence.py --int8 --students large fast --seeds 0 1 2
+
+``--int8`` trains nothing: every recorded student of the selection whose checkpoint is in the work folder is exported
+to ONNX, quantised by ONNX Runtime (static, QDQ, per-channel int8 weights, calibrated on 256 training images drawn with
+the run's seed, as ``monai-kd export --int8``) and scored on the test split beside its fp32 model by the same code
+(``int8`` in ``results.json``: ``dataset/student/method/seed`` -> fp32 and int8 accuracy, AUC, NLL and the fraction
+of test images where both predict the same class); the README shows them beside both models' ONNX Runtime latency.
 """
 
 from __future__ import annotations
@@ -89,9 +97,9 @@ from monai.bundle import ConfigParser
 
 from monai_kd.data import medmnist_datalist
 from monai_kd.evidence import (MARKER, SPECS, RecordStore, ci, evidence_parser, paired, protocol_text, run_stage,
-                               setup_logging, share_runs)
+                               setup_logging, share_runs, t_interval)
 from monai_kd.evidence.evaluate import evaluate_bundle
-from monai_kd.networks import member_name
+from monai_kd.networks import load_pretrained, member_name
 from monai_kd.reporting import write_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,6 +251,49 @@ def _evaluate(dataset: str, root: Path, checkpoint: Path, network: str = "@netwo
     return scores
 
 
+INT8_CALIBRATION = 256  # training images that set the int8 activation ranges (as `monai-kd export --int8`)
+
+
+def int8_scores(dataset: str, student: str, checkpoint: Path, folder: Path, seed: int) -> dict[str, float]:
+    """Test scores of one student checkpoint in fp32 and as the int8 model a user deploys.
+
+    The float student (the bundle's ``network_def`` for ``student``, filled from ``checkpoint``) is exported to ONNX
+    and quantised by ONNX Runtime (:func:`monai_kd.quantization.quantize_onnx`: static, QDQ, per-channel int8
+    weights), its activation ranges calibrated on ``INT8_CALIBRATION`` training images drawn with ``seed`` through the
+    bundle's ``val_transforms`` (:func:`monai_kd.quantization.bundle_calibration_images`, what ``monai-kd export
+    --int8`` uses). Both models are scored on the test split by the same code.
+
+    Args:
+        dataset: the MedMNIST dataset.
+        student: the student the checkpoint holds.
+        checkpoint: its ``model.pt``.
+        folder: where the ONNX files are written.
+        seed: the run's seed (the calibration draw).
+
+    Returns:
+        ``fp32_accuracy``, ``fp32_auc``, ``fp32_test_nll``, ``accuracy``, ``auc``, ``test_nll`` (int8) and
+        ``agreement`` (fraction of test images where int8 and fp32 predict the same class).
+    """
+    from monai_kd.evidence.evaluate import classification_scores, predict_logits
+    from monai_kd.quantization import OnnxNetwork, bundle_calibration_images, export_onnx, quantize_onnx
+
+    parser = _parser(dataset, folder, student)
+    net = load_pretrained(parser.get_parsed_content("network_def"), checkpoint).eval()
+    items = medmnist_datalist(DATA / dataset, "test")
+    x = torch.as_tensor(np.stack([i["image"] for i in items])).float()
+    y = torch.as_tensor(np.array([i["label"] for i in items])).long().reshape(-1)
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32_path = export_onnx(net, tuple(x.shape[1:]), folder / "model.onnx")
+    calibration = bundle_calibration_images(_configs(dataset, student), INT8_CALIBRATION, seed,
+                                            dataset_dir=str(DATA / dataset), **_student_override(student))
+    int8 = OnnxNetwork(quantize_onnx(fp32_path, folder / "model_int8.onnx", calibration), threads=1)
+    fp32_logits, int8_logits = predict_logits(net, x), predict_logits(int8, x)
+    fp32, quant = classification_scores(fp32_logits, y), classification_scores(int8_logits, y)
+    agreement = (fp32_logits.argmax(1) == int8_logits.argmax(1)).float().mean().item()
+    return {"fp32_accuracy": fp32["accuracy"], "fp32_auc": fp32["auc"], "fp32_test_nll": fp32["nll"],
+            "accuracy": quant["accuracy"], "auc": quant["auc"], "test_nll": quant["nll"], "agreement": agreement}
+
+
 def select_recipe(candidates: dict[str, dict[str, dict]]) -> dict[str, Any]:
     """The teacher recipe with the lowest mean validation NLL of its teachers, with every candidate's numbers.
 
@@ -263,6 +314,12 @@ def select_recipe(candidates: dict[str, dict[str, dict]]) -> dict[str, Any]:
     }
 
 
+def _checkpoint(parser: ConfigParser, method: str) -> Path:
+    """The checkpoint a student stage saves on completion: its SWA average, BatchNorm recomputed (what was
+    validated)."""
+    return Path(parser.get_parsed_content("student_alone_ckpt" if method == "student_alone" else "student_ckpt"))
+
+
 def train_student(dataset: str, student: str, method: str, seed: int, work: Path, teachers: Path, epochs: dict,
                   recipe: dict | None = None) -> dict:
     """Train one student through the bundle and return its record (plus the learned weights for MMKD); ``student``:
@@ -274,8 +331,7 @@ def train_student(dataset: str, student: str, method: str, seed: int, work: Path
     parser = _parser(dataset, root, student, **override)
     stage = "run_student_alone" if method == "student_alone" else "run_student"
     seconds, iterations = _run(parser, stage)
-    # the checkpoint the stage saved on completion: its SWA average, BatchNorm recomputed (what was validated)
-    ckpt = Path(parser.get_parsed_content("student_alone_ckpt" if method == "student_alone" else "student_ckpt"))
+    ckpt = _checkpoint(parser, method)
     record = {"dataset": dataset, "student": student, "method": method, "seed": seed,
               **_evaluate(dataset, root, ckpt, student=student)}
     record.update(seconds=seconds, seconds_per_iteration=seconds / max(iterations, 1),
@@ -523,6 +579,34 @@ class Evidence:
             for dataset in datasets:
                 self.students(dataset, seed, students, methods, *chosen[dataset], wait=True)
 
+    def quantize(self, datasets: Sequence[str], students: Sequence[str], methods: Sequence[str],
+                 seeds: Sequence[int]) -> int:
+        """Score the int8 model of every recorded student run of the selection whose checkpoint is in the work folder
+        and that has no int8 entry yet (``int8`` in ``results.json``, keyed ``dataset/student/method/seed``); trains
+        nothing. Returns how many were scored; runs without a checkpoint are listed in the log."""
+        self.store.refresh()
+        entries = self.results.setdefault("int8", {})
+        scored = 0
+        for r in sorted(self.store.runs, key=_key):
+            if (r["dataset"], r["student"], r["method"], r["seed"]) not in {
+                    (d, s, m, k) for d in datasets for s in students for m in methods for k in seeds}:
+                continue
+            name = f"{r['dataset']}/{r['student']}/{r['method']}/{r['seed']}"
+            root = student_root(self.work, r["dataset"], r["seed"], r["student"], r["method"])
+            if name in entries:
+                continue
+            ckpt = _checkpoint(_parser(r["dataset"], root, r["student"]), r["method"])
+            if not ckpt.is_file():
+                logger.warning("%s: no checkpoint %s (run folders are not kept in git); not quantised", name, ckpt)
+                continue
+            entries[name] = {**int8_scores(r["dataset"], r["student"], ckpt, root / "onnx", r["seed"]),
+                             "recorded_auc": r["auc"]}
+            scored += 1
+            logger.info("%s: int8 test AUC %.4f (fp32 %.4f), agreement %.4f", name, entries[name]["auc"],
+                        entries[name]["fp32_auc"], entries[name]["agreement"])
+            self.store.save()
+        return scored
+
     # report --------------------------------------------------------------------------------------------------------
     def report(self) -> None:
         """Merge in the other processes' records, derive the teacher check and the timing ratios, save, and re-render
@@ -652,6 +736,7 @@ def render(results: dict, bench: dict | None = None) -> str:
                               f"better than the best student alone on validation: "
                               + ("**yes**." if not lacking else f"**NO** (not on {', '.join(lacking)}).")]
         lines += _fast_lines(dataset, runs, teachers, bench)
+        lines += _int8_lines(dataset, results.get("int8", {}), bench)
         lines.append("")
     weights = [(r["dataset"], r["student"], r["method"], r["seed"], r["weights"]) for r in results["runs"] if "weights" in r]
     if weights:
@@ -667,7 +752,12 @@ def render(results: dict, bench: dict | None = None) -> str:
                              f"{fmt(v['right'])} | {fmt(v['wrong'])} |")
         lines.append("")
     if results.get("timing_ratio"):
-        lines += ["### Bilevel step time relative to the plain multi-teacher (uniform) step", "",
+        lines += ["### Whole-run time per iteration relative to uniform (evidence runs, shared machine)", "",
+                  "Seconds per iteration of each evidence run (`timing_ratio`), MMKD over uniform of the same "
+                  "dataset, student and seeds; the runs were made at different times while two evidence processes "
+                  "shared the two cores, so these ratios carry the machine's load. The step itself, timed on an idle "
+                  "machine with the methods interleaved in one process, is `scripts/bench_mmkd_step.py`'s section "
+                  "(\"Bilevel step time\" below).", "",
                   "| dataset / student / method | time per iteration, x uniform |", "|---|---|"]
         lines += [f"| {k} | {v:.2f} |" for k, v in sorted(results["timing_ratio"].items())]
     default = _default_run_seconds(results)
@@ -679,14 +769,15 @@ def render(results: dict, bench: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def _latency(bench: dict | None, model: str, batch: int) -> str:
-    """Median eager latency (ms, one thread) of ``model`` of ``scripts/bench_latency.py``'s ``mmkd`` records."""
+def _latency(bench: dict | None, model: str, batch: int, runtime: str = "eager") -> str:
+    """Median latency (ms, one thread) of ``model`` in ``runtime`` of ``scripts/bench_latency.py``'s ``mmkd``
+    records."""
     if not bench:
         return "not measured"
     if bench.get("busy"):
         return "busy run only"  # a README shows no latency measured on a busy machine
     for r in bench.get("records", []):
-        if (r["bundle"], r["model"], r["runtime"], r["threads"], r["batch"]) == ("mmkd", model, "eager", 1, batch):
+        if (r["bundle"], r["model"], r["runtime"], r["threads"], r["batch"]) == ("mmkd", model, runtime, 1, batch):
             return f"{1000 * r['median_s']:.2f}"
     return "not measured"
 
@@ -712,6 +803,37 @@ def _fast_lines(dataset: str, runs: list[dict], teachers: dict, bench: dict | No
                 lines.append(f"| {student} student | {method} | {len(sel)} | {sel[0]['parameters']:,} | "
                              f"{_mean_sd([r['auc'] for r in sel])} | {_mean_sd([r['accuracy'] for r in sel])} | "
                              f"{_latency(bench, model, 1)} | {_latency(bench, model, 64)} |")
+    return lines
+
+
+def _int8_lines(dataset: str, entries: dict[str, dict], bench: dict | None) -> list[str]:
+    """fp32 against int8 (ONNX Runtime) per student and method: test scores, agreement and the paired int8 - fp32 AUC
+    over seeds, beside both models' one-thread ONNX Runtime latency; nothing until an int8 entry of ``dataset``."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for name, e in sorted(entries.items()):
+        d, student, method, _seed = name.split("/")
+        if d == dataset:
+            groups.setdefault((student, method), []).append(e)
+    if not groups:
+        return []
+    lines = ["", f"**fp32 and int8 students** ({dataset}, test split, mean ± sd over seeds; int8: the student exported to "
+                 "ONNX and quantised by ONNX Runtime, static, calibrated on 256 training images, as `monai-kd export "
+                 "--int8`; `scripts/mmkd_evidence.py --int8`; latency: ONNX Runtime, one thread, median ms of "
+                 "`docs/bench_latency.json`):", "",
+             "| student | method | seeds | fp32 AUC | int8 AUC | int8 - fp32 AUC, 95% CI | fp32 ACC | int8 ACC | "
+             "agreement | fp32 b1 / b64 (ms) | int8 b1 / b64 (ms) |",
+             "|---|---|---|---|---|---|---|---|---|---:|---:|"]
+    order = {s: i for i, s in enumerate(ALL_STUDENTS)}
+    for (student, method), sel in sorted(groups.items(), key=lambda g: (order.get(g[0][0], 9), METHODS.index(g[0][1]))):
+        diff = [e["auc"] - e["fp32_auc"] for e in sel]
+        gap = f"{diff[0]:+.4f} (1 seed)" if len(diff) == 1 else f"{statistics.mean(diff):+.4f} {ci(t_interval(diff), 4)}"
+        model = LATENCY_MODELS.get(student)
+        lat = (lambda rt: f"{_latency(bench, model, 1, rt)} / {_latency(bench, model, 64, rt)}") if model else (
+            lambda rt: "not measured")
+        lines.append(f"| {student} | {method} | {len(sel)} | {_mean_sd([e['fp32_auc'] for e in sel])} | "
+                     f"{_mean_sd([e['auc'] for e in sel])} | {gap} | "
+                     f"{_mean_sd([e['fp32_accuracy'] for e in sel])} | {_mean_sd([e['accuracy'] for e in sel])} | "
+                     f"{_mean_sd([e['agreement'] for e in sel])} | {lat('onnxruntime')} | {lat('onnxruntime_int8')} |")
     return lines
 
 
@@ -750,8 +872,14 @@ def plot(results: dict, path: Path | None = None) -> None:
     sel = [r for r in results["runs"] if "weights" in r and r["seed"] == 0]
     if not sel:
         return
-    fig, axes = plt.subplots(1, len(sel), figsize=(3.2 * len(sel), 3), squeeze=False)
-    for ax, r in zip(axes[0], sorted(sel, key=_key)):
+    rows = sorted({r["dataset"] for r in sel})  # one row per dataset, one column per student and method
+    cols = sorted({(r["student"], r["method"]) for r in sel}, key=lambda c: (ALL_STUDENTS.index(c[0]) if c[0] in ALL_STUDENTS else 9, c[1]))
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(2.3 * len(cols), 2.6 * len(rows)), squeeze=False)
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for r in sel:
+        ax = axes[rows.index(r["dataset"])][cols.index((r["student"], r["method"]))]
+        ax.set_visible(True)
         names = list(r["weights"])
         right = [r["weights"][n]["right"] or 0.0 for n in names]
         wrong = [r["weights"][n]["wrong"] or 0.0 for n in names]
@@ -759,9 +887,11 @@ def plot(results: dict, path: Path | None = None) -> None:
         ax.bar(xs - 0.2, right, 0.4, label="teacher right")
         ax.bar(xs + 0.2, wrong, 0.4, label="teacher wrong")
         ax.set_xticks(xs, names, fontsize=7)
-        ax.set_title(f"{r['dataset'][:6]} {r['student']}\n{r['method']}", fontsize=7)
+        ax.set_title(f"{r['dataset'][:-5]} {r['student']}\n{r['method']}", fontsize=7)
         ax.set_ylim(0, 1)
-    axes[0][0].set_ylabel("mean KD weight (val)")
+        ax.tick_params(axis="y", labelsize=6)
+    for row in axes:
+        row[0].set_ylabel("mean KD weight (val)", fontsize=7)
     axes[0][0].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path or PLOT, dpi=120)
@@ -799,6 +929,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="candidate teacher recipes (default: TEACHER_RECIPE_GRID of each dataset)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="bundle overrides for every run")
     ap.add_argument("--out", type=Path, default=None, help="write results.json, README section and plot here instead")
+    ap.add_argument("--int8", action="store_true",
+                    help="train nothing: quantise the recorded students (of --datasets/--students/--methods/--seeds) "
+                         "whose checkpoints are in --work to int8 and score them (`int8` in results.json)")
     ap.add_argument("--bench", type=Path, default=BENCH, help="scripts/bench_latency.py's JSON (fast-student latency)")
     args = ap.parse_args(argv)
     EXTRA.update({k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)})
@@ -811,7 +944,9 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     torch.set_num_threads(1)
     evidence = Evidence(args.work, RESULTS, README, PLOT, args.bench, args.breast_student_epochs)
-    if not args.report_only:
+    if args.int8:
+        evidence.quantize(args.datasets, args.students, args.methods, args.seeds)
+    elif not args.report_only:
         stale = stale_records(evidence.results, args.datasets)
         if stale:
             raise SystemExit(stale)

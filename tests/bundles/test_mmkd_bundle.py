@@ -107,6 +107,48 @@ def test_evidence_scores_through_evaluate_json_as_in_process(trained, tmp_path, 
     assert set(json.loads((tmp_path / "eval" / "val_metrics.json").read_text())) == {name}
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())[name]["test_nll"] == got["test_nll"]
 
+def test_evidence_int8_scores_a_recorded_student_beside_its_fp32_model(trained, tmp_path, data_dir):
+    """``scripts/mmkd_evidence.py --int8``: a recorded student's checkpoint, exported and quantised to int8 (ONNX
+    Runtime, static), is scored on the test split beside its fp32 model by the same code; the fp32 scores are those of
+    the network itself; a run whose checkpoint is gone is skipped (logged), and nothing is scored twice."""
+    import shutil
+
+    import numpy as np
+
+    from monai_kd.evidence.evaluate import classification_scores, predict_logits
+    from monai_kd.networks import load_pretrained
+
+    ev = load_script("mmkd_evidence")
+    work, out = tmp_path / "work", tmp_path / "out"
+    root = ev.student_root(work, "breastmnist", 0, "large", "mmkd_logits_features")
+    (root / "models").mkdir(parents=True)
+    shutil.copy(trained / "models" / "model.pt", root / "models" / "model.pt")
+    run0 = {"dataset": "breastmnist", "student": "large", "method": "mmkd_logits_features", "seed": 0,
+            "accuracy": 0.8, "auc": 0.8}
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"runs": [run0, {**run0, "seed": 1}]}))  # seed 1: no checkpoint
+    evidence = ev.Evidence(work, out / "results.json", out / "README.md", out / "w.png", tmp_path / "none.json", 1)
+    assert evidence.quantize(["breastmnist"], ["large"], ["mmkd_logits_features"], [0, 1]) == 1
+    entry = evidence.results["int8"]["breastmnist/large/mmkd_logits_features/0"]
+    parser = ConfigParser()
+    parser.read_config(CONFIG)
+    net = load_pretrained(parser.get_parsed_content("network_def"), root / "models" / "model.pt")
+    items = monai_kd.data.medmnist_datalist(data_dir / "breastmnist", "test")
+    x = torch.as_tensor(np.stack([i["image"] for i in items]))
+    y = torch.as_tensor(np.array([i["label"] for i in items])).reshape(-1)
+    expected = classification_scores(predict_logits(net, x), y)
+    assert entry["fp32_auc"] == pytest.approx(expected["auc"], abs=1e-6)
+    assert entry["fp32_accuracy"] == pytest.approx(expected["accuracy"], abs=1e-6)
+    assert (root / "onnx" / "model_int8.onnx").is_file() and entry["recorded_auc"] == 0.8
+    # int8 is a different model (not the fp32 one scored twice), but close to it
+    assert entry["test_nll"] != entry["fp32_test_nll"]
+    assert entry["agreement"] >= 0.9 and abs(entry["auc"] - entry["fp32_auc"]) < 0.03
+    assert evidence.quantize(["breastmnist"], ["large"], ["mmkd_logits_features"], [0, 1]) == 0
+    assert json.loads((out / "results.json").read_text())["int8"].keys() == {"breastmnist/large/mmkd_logits_features/0"}
+    lines = ev._int8_lines("breastmnist", evidence.results["int8"], None)
+    assert lines[-1].startswith("| large | mmkd_logits_features | 1 | ") and "(1 seed)" in lines[-1]
+
+
 def _trainer(data_dir, **override):
     parser = ConfigParser()
     parser.read_config(CONFIG)

@@ -9,8 +9,10 @@ by :func:`monai_kd.quantization.quantize_onnx`), the script runs warm-up passes,
 and records the median and the inter-quartile range. Parameters and multiply-accumulates
 (``torch.utils.flop_counter``, MACs = FLOPs / 2) are recorded per model. Ratios teacher / student are taken within
 one run. The accuracy of fast and int8 students is not measured here (random weights): ``scripts/fast_evidence.py``
-puts it beside these latencies in ``bundles/kd/docs/README.md``, and ``--student fast`` of
-``scripts/weckd_evidence.py`` / ``scripts/emtkd_evidence.py`` in theirs.
+puts it beside these latencies in ``bundles/kd/docs/README.md``, ``--student fast`` of ``scripts/weckd_evidence.py``,
+``scripts/emtkd_evidence.py`` and ``scripts/kdml_evidence.py`` and ``--students fast`` of
+``scripts/mmkd_evidence.py`` in theirs; int8 accuracy: kd (``fast_evidence.py``) and mmkd (``mmkd_evidence.py
+--int8``) only.
 
 A busy machine gives no honest latency: the 1-minute load average is read before and after; above ``--max-load``
 the run is refused (exit 3) unless ``--allow-busy``. A busy run is a draft for development, flagged "busy machine,

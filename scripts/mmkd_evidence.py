@@ -255,13 +255,10 @@ INT8_CALIBRATION = 256  # training images that set the int8 activation ranges (a
 
 
 def int8_scores(dataset: str, student: str, checkpoint: Path, folder: Path, seed: int) -> dict[str, float]:
-    """Test scores of one student checkpoint in fp32 and as the int8 model a user deploys.
-
-    The float student (the bundle's ``network_def`` for ``student``, filled from ``checkpoint``) is exported to ONNX
-    and quantised by ONNX Runtime (:func:`monai_kd.quantization.quantize_onnx`: static, QDQ, per-channel int8
-    weights), its activation ranges calibrated on ``INT8_CALIBRATION`` training images drawn with ``seed`` through the
-    bundle's ``val_transforms`` (:func:`monai_kd.quantization.bundle_calibration_images`, what ``monai-kd export
-    --int8`` uses). Both models are scored on the test split by the same code.
+    """Test scores of one student checkpoint in fp32 and as the int8 model a user deploys
+    (:func:`monai_kd.evidence.evaluate.int8_classification_scores`), its activation ranges calibrated on
+    ``INT8_CALIBRATION`` training images drawn with ``seed`` through the bundle's ``val_transforms``
+    (:func:`monai_kd.quantization.bundle_calibration_images`, what ``monai-kd export --int8`` uses).
 
     Args:
         dataset: the MedMNIST dataset.
@@ -269,29 +266,17 @@ def int8_scores(dataset: str, student: str, checkpoint: Path, folder: Path, seed
         checkpoint: its ``model.pt``.
         folder: where the ONNX files are written.
         seed: the run's seed (the calibration draw).
-
-    Returns:
-        ``fp32_accuracy``, ``fp32_auc``, ``fp32_test_nll``, ``accuracy``, ``auc``, ``test_nll`` (int8) and
-        ``agreement`` (fraction of test images where int8 and fp32 predict the same class).
     """
-    from monai_kd.evidence.evaluate import classification_scores, predict_logits
-    from monai_kd.quantization import OnnxNetwork, bundle_calibration_images, export_onnx, quantize_onnx
+    from monai_kd.evidence.evaluate import int8_classification_scores
+    from monai_kd.quantization import bundle_calibration_images
 
-    parser = _parser(dataset, folder, student)
-    net = load_pretrained(parser.get_parsed_content("network_def"), checkpoint).eval()
+    net = load_pretrained(_parser(dataset, folder, student).get_parsed_content("network_def"), checkpoint)
     items = medmnist_datalist(DATA / dataset, "test")
     x = torch.as_tensor(np.stack([i["image"] for i in items])).float()
     y = torch.as_tensor(np.array([i["label"] for i in items])).long().reshape(-1)
-    folder.mkdir(parents=True, exist_ok=True)
-    fp32_path = export_onnx(net, tuple(x.shape[1:]), folder / "model.onnx")
     calibration = bundle_calibration_images(_configs(dataset, student), INT8_CALIBRATION, seed,
                                             dataset_dir=str(DATA / dataset), **_student_override(student))
-    int8 = OnnxNetwork(quantize_onnx(fp32_path, folder / "model_int8.onnx", calibration), threads=1)
-    fp32_logits, int8_logits = predict_logits(net, x), predict_logits(int8, x)
-    fp32, quant = classification_scores(fp32_logits, y), classification_scores(int8_logits, y)
-    agreement = (fp32_logits.argmax(1) == int8_logits.argmax(1)).float().mean().item()
-    return {"fp32_accuracy": fp32["accuracy"], "fp32_auc": fp32["auc"], "fp32_test_nll": fp32["nll"],
-            "accuracy": quant["accuracy"], "auc": quant["auc"], "test_nll": quant["nll"], "agreement": agreement}
+    return int8_classification_scores(net, x, y, calibration, folder)
 
 
 def select_recipe(candidates: dict[str, dict[str, dict]]) -> dict[str, Any]:

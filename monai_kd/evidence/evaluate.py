@@ -6,7 +6,8 @@
 ``monai-kd evaluate`` does (or another run id of it, e.g. ``run_checkpoint`` for one checkpoint file), and returns the
 metrics file it wrote; the kd, kdml, weckd, emtkd and mmkd evidence score their models this way (accuracy, ROC AUC,
 validation NLL, ECE, Dice from the bundles' own metrics). :func:`classification_scores` gives the same
-classification scores from logits in-process, for the tests that check the bundles' numbers against it.
+classification scores from logits in-process, for the tests that check the bundles' numbers against it;
+:func:`int8_classification_scores` scores a classifier and the int8 model quantised from it side by side.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 from monai_kd.evidence.stages import run_bundle
 
-__all__ = ["classification_scores", "evaluate_bundle", "predict_logits"]
+__all__ = ["classification_scores", "evaluate_bundle", "int8_classification_scores", "predict_logits"]
 
 
 def evaluate_bundle(
@@ -80,3 +81,39 @@ def classification_scores(logits: Any, labels: Any, ece: bool = False) -> dict[s
     if ece:
         scores["ece"] = expected_calibration_error(probs.numpy(), labels.numpy())
     return scores
+
+
+def int8_classification_scores(
+    net: Any, images: Any, labels: Any, calibration: Any, folder: str | os.PathLike, threads: int = 1
+) -> dict[str, float]:
+    """Scores of a float classifier and of the int8 model a user deploys from it, by the same code.
+
+    ``net`` is exported to ONNX (:func:`monai_kd.quantization.export_onnx`) and quantised by ONNX Runtime
+    (:func:`monai_kd.quantization.quantize_onnx`: static, QDQ, per-channel int8 weights), its activation ranges set
+    on ``calibration``; both are run on ``images`` (the float network in PyTorch) and scored by
+    :func:`classification_scores`.
+
+    Args:
+        net: the float classifier (eval mode is set).
+        images: ``(N, C, *spatial)`` tensor of the evaluation images.
+        labels: ``(N,)`` class indices.
+        calibration: training images (``(M, C, *spatial)`` float32 array) for the activation ranges, e.g. from
+            :func:`monai_kd.quantization.bundle_calibration_images`.
+        folder: where ``model.onnx`` and ``model_int8.onnx`` are written.
+        threads: ONNX Runtime intra-op threads.
+
+    Returns:
+        ``fp32_accuracy``, ``fp32_auc``, ``fp32_test_nll``, the int8 model's ``accuracy``, ``auc``, ``test_nll``,
+        and ``agreement``: the fraction of images on which both predict the same class.
+    """
+    from monai_kd.quantization import OnnxNetwork, export_onnx, quantize_onnx
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32_path = export_onnx(net.eval(), tuple(images.shape[1:]), folder / "model.onnx")
+    int8 = OnnxNetwork(quantize_onnx(fp32_path, folder / "model_int8.onnx", calibration), threads=threads)
+    fp32_logits, int8_logits = predict_logits(net, images), predict_logits(int8, images)
+    fp32, quant = classification_scores(fp32_logits, labels), classification_scores(int8_logits, labels)
+    return {"fp32_accuracy": fp32["accuracy"], "fp32_auc": fp32["auc"], "fp32_test_nll": fp32["nll"],
+            "accuracy": quant["accuracy"], "auc": quant["auc"], "test_nll": quant["nll"],
+            "agreement": (fp32_logits.argmax(1) == int8_logits.argmax(1)).float().mean().item()}

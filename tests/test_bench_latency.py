@@ -46,3 +46,34 @@ def test_refuses_a_busy_machine_and_flags_a_forced_run(tmp_path, monkeypatch):
     assert bench.main([*args, *files]) == 0
     assert json.loads(out.read_text())["busy"] is True
     assert "Busy machine" not in md.read_text() and "Measured on an idle machine" in readme.read_text()
+
+
+def test_an_int8_latency_is_listed_only_beside_a_measured_int8_accuracy(tmp_path, monkeypatch):
+    """Issue 20: no quantised student's latency without its accuracy. kd's fast student has int8 evidence, kd's
+    default student and weckd's have none: their int8 rows stay in the JSON, not in the tables; ``--report-only``
+    re-renders from the JSON without measuring."""
+    bench = load_script("bench_latency")
+
+    def rec(bundle, model, runtime):
+        return {"bundle": bundle, "model": model, "parameters": 10, "macs": 20, "threads": 1, "batch": 1,
+                "runtime": runtime, "median_s": 0.001, "q1_s": 0.001, "q3_s": 0.001, "repeats": 2}
+
+    records = [rec(b, m, rt) for b in ("kd", "weckd") for m in ("student", "student_fast")
+               for rt in ("eager", "onnxruntime", "onnxruntime_int8")]
+    result = {"machine": "m", "load_before": 0.1, "load_after": 0.2, "max_load": 0.5, "repeats": 2, "warmup": 1,
+              "busy": False, "threads": [1], "batches": [1], "records": records}
+    text = bench.markdown(result)
+    rows = {tuple(c.strip() for c in line.split("|")[1:5:3]) for line in text.splitlines() if line.startswith("| student")}
+    assert ("student_fast", "onnxruntime_int8") in rows and ("student", "onnxruntime") in rows
+    assert ("student", "onnxruntime_int8") not in rows  # kd's default student: no int8 accuracy
+    weckd = text.split("### weckd")[1]
+    assert "| onnxruntime_int8 |" not in weckd and "not measured yet" in weckd
+    assert "kd README's fast section" in text.split("### weckd")[0]
+
+    out, md = tmp_path / "lat.json", tmp_path / "lat.md"
+    out.write_text(json.dumps(result))
+    begin, end = markers("latency")
+    md.write_text(f"# t\n\n{begin}\n{end}\n")
+    monkeypatch.setattr(bench, "bench", lambda *a, **k: (_ for _ in ()).throw(AssertionError("measured")))
+    assert bench.main(["--report-only", "--output", str(out), "--markdown", str(md), "--no-readmes"]) == 0
+    assert md.read_text().split(begin)[1].split(end)[0].strip() == text.strip()

@@ -151,3 +151,39 @@ def test_export_cli_writes_an_int8_model(fast_onnx, data_dir, tmp_path):
     assert (p_int8.argmax(1) == p_fp32.argmax(1)).float().mean() >= 0.97
     with pytest.raises(Exception, match="overlay config"):
         cli.export(str(BUNDLE), ckpt_file=str(ckpt), output_dir=str(out), overlay="missing.json")
+
+
+FAST_OVERLAYS = [("kd", "inference.json", "student_fast.json"), ("kdml_cls", "inference.json", "student_fast.json"),
+                 ("mmkd", "inference.json", "student_fast.json"), ("weckd", "inference.json", "student_fast.json"),
+                 ("emtkd", "inference_classification.json", "student_fast_classification.json")]
+
+
+@pytest.mark.parametrize("bundle, inference, overlay", FAST_OVERLAYS)
+def test_every_fast_overlay_builds_over_the_inference_config(bundle, inference, overlay):
+    """``monai-kd export BUNDLE --overlay configs/student_fast*.json`` builds ``network_def`` from the inference config
+    and the overlay only: an overlay referring to a key only ``train.json`` defines (mmkd's and emtkd's
+    ``@spatial_dims``) made the export fail with "network_def cannot be found"."""
+    from monai.bundle import ConfigParser
+
+    configs = REPO / "bundles" / bundle / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / inference), str(configs / overlay)])
+    net = parser.get_parsed_content("network_def")
+    assert type(net).__name__ == "FastStudent" and sum(p.numel() for p in net.parameters()) == 13_330
+
+
+def test_export_cli_writes_the_mmkd_fast_student_in_int8(data_dir, tmp_path):
+    from monai_kd import cli
+    from monai_kd.networks import FastStudent
+
+    mmkd = REPO / "bundles" / "mmkd"
+    net = FastStudent(spatial_dims=2, in_channels=1, num_classes=2).eval()
+    ckpt = tmp_path / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    out = tmp_path / "export"
+    cli.export(str(mmkd), ckpt_file=str(ckpt), output_dir=str(out), int8=True,
+               overlay=str(mmkd / "configs" / "student_fast.json"), dataset_dir=str(data_dir / "pneumoniamnist"))
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.ts", "model_int8.onnx"]
+    x = torch.from_numpy(_images(data_dir, "test")[0][:64])
+    with torch.no_grad():
+        assert torch.allclose(OnnxNetwork(out / "model.onnx", threads=1)(x), net(x), atol=1e-4)  # the same student

@@ -134,16 +134,25 @@ def test_infer_dicom_runs_the_int8_model(fast_onnx, data_dir, tmp_path):
         assert b == pytest.approx(a, abs=0.1)
 
 
+def _export_fast_int8(bundle, net, data_dir, tmp_path):
+    """``monai-kd export BUNDLE --int8 --overlay configs/student_fast.json`` of ``net``'s weights; the output folder."""
+    from monai_kd import cli
+
+    ckpt = tmp_path / "model.pt"
+    torch.save(net.state_dict(), ckpt)
+    out = tmp_path / "export"
+    cli.export(str(bundle), ckpt_file=str(ckpt), output_dir=str(out), int8=True,
+               overlay=str(bundle / "configs" / "student_fast.json"), dataset_dir=str(data_dir / "pneumoniamnist"))
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.ts", "model_int8.onnx"]
+    return out
+
+
 def test_export_cli_writes_an_int8_model(fast_onnx, data_dir, tmp_path):
     from monai_kd import cli
 
     net, fp32, _ = fast_onnx
+    out = _export_fast_int8(BUNDLE, net, data_dir, tmp_path)
     ckpt = tmp_path / "model.pt"
-    torch.save(net.state_dict(), ckpt)
-    out = tmp_path / "export"
-    cli.export(str(BUNDLE), ckpt_file=str(ckpt), output_dir=str(out), int8=True,
-               overlay=str(BUNDLE / "configs" / "student_fast.json"), dataset_dir=str(data_dir / "pneumoniamnist"))
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.ts", "model_int8.onnx"]
     x = torch.from_numpy(_images(data_dir, "test")[0])
     p_fp32 = OnnxNetwork(out / "model.onnx", threads=1)(x).softmax(1)
     p_int8 = OnnxNetwork(out / "model_int8.onnx", threads=1)(x).softmax(1)
@@ -173,17 +182,10 @@ def test_every_fast_overlay_builds_over_the_inference_config(bundle, inference, 
 
 
 def test_export_cli_writes_the_mmkd_fast_student_in_int8(data_dir, tmp_path):
-    from monai_kd import cli
     from monai_kd.networks import FastStudent
 
-    mmkd = REPO / "bundles" / "mmkd"
     net = FastStudent(spatial_dims=2, in_channels=1, num_classes=2).eval()
-    ckpt = tmp_path / "model.pt"
-    torch.save(net.state_dict(), ckpt)
-    out = tmp_path / "export"
-    cli.export(str(mmkd), ckpt_file=str(ckpt), output_dir=str(out), int8=True,
-               overlay=str(mmkd / "configs" / "student_fast.json"), dataset_dir=str(data_dir / "pneumoniamnist"))
-    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model.ts", "model_int8.onnx"]
+    out = _export_fast_int8(REPO / "bundles" / "mmkd", net, data_dir, tmp_path)
     x = torch.from_numpy(_images(data_dir, "test")[0][:64])
     with torch.no_grad():
         assert torch.allclose(OnnxNetwork(out / "model.onnx", threads=1)(x), net(x), atol=1e-4)  # the same student

@@ -31,8 +31,8 @@ JSON and never replaces an idle-machine table. Writes ``--output`` (default ``do
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
-import json
 import statistics
 import sys
 import tempfile
@@ -49,11 +49,12 @@ from monai_kd.reporting import save_timing_run, write_timing_section  # noqa: E4
 BUNDLE = REPO / "bundles" / "mmkd"
 MARKER = "mmkd-step"
 MEASURED = "Measured on an idle machine"  # heads every idle-machine table; a busy run never replaces one
-DATASET_CONFIGS = {"pneumoniamnist": ["train.json"], "breastmnist": ["train.json", "train_breastmnist.json"]}
 
 
+@functools.cache
 def _evidence() -> Any:
-    """``scripts/mmkd_evidence.py`` as a module: its method overrides and student configs are the ones timed here."""
+    """``scripts/mmkd_evidence.py`` as a module: its configs per dataset and student and its method overrides are the
+    ones timed here (loaded once)."""
     spec = importlib.util.spec_from_file_location("mmkd_evidence", Path(__file__).with_name("mmkd_evidence.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -74,16 +75,10 @@ def build_trainer(dataset: str, student: str, method: str, data_root: Path, work
     from monai.bundle import ConfigParser
 
     ev = _evidence()
-    files = [BUNDLE / "configs" / f for f in DATASET_CONFIGS[dataset]]
-    if student in ev.STUDENT_CONFIGS:
-        files.append(BUNDLE / "configs" / ev.STUDENT_CONFIGS[student])
     parser = ConfigParser()
-    parser.read_config([str(f) for f in files])
-    overrides = {"bundle_root": str(work), "dataset_dir": str(data_root / dataset), **ev.METHOD_OVERRIDES[method],
-                 "train#trainer#train_handlers": [], "train#trainer#max_epochs": 10**6}
-    if student not in ev.STUDENT_CONFIGS:
-        overrides["student"] = student
-    parser.update(overrides)
+    parser.read_config(ev._configs(dataset, student))
+    parser.update({"bundle_root": str(work), "dataset_dir": str(data_root / dataset), **ev._student_override(student),
+                   **ev.METHOD_OVERRIDES[method], "train#trainer#train_handlers": [], "train#trainer#max_epochs": 10**6})
     return parser.get_parsed_content("train#trainer")
 
 
@@ -161,10 +156,11 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ev_methods = [m for m in _evidence().METHODS if m != "student_alone"]
+    ev = _evidence()
+    ev_methods = [m for m in ev.METHODS if m != "student_alone"]
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=list(DATASET_CONFIGS), choices=list(DATASET_CONFIGS))
-    p.add_argument("--students", nargs="+", default=["small", "large", "fast"], choices=["small", "large", "fast"])
+    p.add_argument("--datasets", nargs="+", default=["pneumoniamnist", "breastmnist"], choices=ev.DATASETS)
+    p.add_argument("--students", nargs="+", default=list(ev.ALL_STUDENTS), choices=ev.ALL_STUDENTS)
     p.add_argument("--methods", nargs="+", default=ev_methods, choices=ev_methods)
     p.add_argument("--iterations", type=int, default=20, help="iterations per method per round")
     p.add_argument("--rounds", type=int, default=4, help="rounds (the first is warm-up)")

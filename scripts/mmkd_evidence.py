@@ -67,8 +67,8 @@ Example::
     # the fast student of issue 20, with the same teachers (or add it to --students small large fast):
     nice -n 5 python scripts/mmkd_evidence.py --seeds 0 1 2 --students fast
     python scripts/mmkd_evidence.py --report-only   # re-render the tables and the plot from results.json
-    # int8 (issue 20): quantise the recorded large and fast students whose run folders are in --work, score them
-    python scripts/mmkd_evidence.py --int8 --students large fast --seeds 0 1 2
+    # int8 (issue 20): quantise the recorded students whose run folders are in --work, and score them
+    python scripts/mmkd_evidence.py --int8 --students small large fast --seeds 0 1 2
 
 ``--int8`` trains nothing: every recorded student of the selection whose checkpoint is in the work folder is exported
 to ONNX, quantised by ONNX Runtime (static, QDQ, per-channel int8 weights, calibrated on 256 training images drawn with
@@ -571,15 +571,13 @@ class Evidence:
         nothing. Returns how many were scored; runs without a checkpoint are listed in the log."""
         self.store.refresh()
         entries = self.results.setdefault("int8", {})
+        wanted = {(d, s, m, k) for d in datasets for s in students for m in methods for k in seeds}
         scored = 0
         for r in sorted(self.store.runs, key=_key):
-            if (r["dataset"], r["student"], r["method"], r["seed"]) not in {
-                    (d, s, m, k) for d in datasets for s in students for m in methods for k in seeds}:
-                continue
             name = f"{r['dataset']}/{r['student']}/{r['method']}/{r['seed']}"
-            root = student_root(self.work, r["dataset"], r["seed"], r["student"], r["method"])
-            if name in entries:
+            if (r["dataset"], r["student"], r["method"], r["seed"]) not in wanted or name in entries:
                 continue
+            root = student_root(self.work, r["dataset"], r["seed"], r["student"], r["method"])
             ckpt = _checkpoint(_parser(r["dataset"], root, r["student"]), r["method"])
             if not ckpt.is_file():
                 logger.warning("%s: no checkpoint %s (run folders are not kept in git); not quantised", name, ckpt)
@@ -813,8 +811,10 @@ def _int8_lines(dataset: str, entries: dict[str, dict], bench: dict | None) -> l
         diff = [e["auc"] - e["fp32_auc"] for e in sel]
         gap = f"{diff[0]:+.4f} (1 seed)" if len(diff) == 1 else f"{statistics.mean(diff):+.4f} {ci(t_interval(diff), 4)}"
         model = LATENCY_MODELS.get(student)
-        lat = (lambda rt: f"{_latency(bench, model, 1, rt)} / {_latency(bench, model, 64, rt)}") if model else (
-            lambda rt: "not measured")
+
+        def lat(runtime: str) -> str:
+            return f"{_latency(bench, model, 1, runtime)} / {_latency(bench, model, 64, runtime)}" if model else "not measured"
+
         lines.append(f"| {student} | {method} | {len(sel)} | {_mean_sd([e['fp32_auc'] for e in sel])} | "
                      f"{_mean_sd([e['auc'] for e in sel])} | {gap} | "
                      f"{_mean_sd([e['fp32_accuracy'] for e in sel])} | {_mean_sd([e['accuracy'] for e in sel])} | "
